@@ -1,0 +1,51 @@
+"""The sample ASGI app the provisioner deploys by default.
+
+It reports what an operator wants to see through the whole stack: which
+release and worker answered, and which client address and scheme the app
+saw once nginx's forwarded headers were applied.
+"""
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, Request, WebSocket
+
+HERE = Path(__file__).resolve().parent
+VERSION = (HERE / "VERSION").read_text(encoding="utf-8").strip()
+# The release directory this code was deployed in (<root>/releases/<id>/app).
+RELEASE = HERE.parent.name if HERE.parent.parent.name == "releases" else "dev"
+
+app = FastAPI(title="hello", version=VERSION)
+
+
+@app.get("/")
+def index() -> dict:
+    return {
+        "app": "hello",
+        "message": os.environ.get("HELLO_GREETING", "Hello, world"),
+        "version": VERSION,
+        "release": RELEASE,
+        "pid": os.getpid(),
+    }
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"status": "ok", "version": VERSION}
+
+
+@app.get("/request")
+def request_info(request: Request) -> dict:
+    """Echo the client address and scheme the app saw, and the Host asked for."""
+    return {
+        "client": request.client.host if request.client else None,
+        "scheme": request.url.scheme,
+        "host": request.headers.get("host"),
+    }
+
+
+@app.websocket("/ws")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    async for message in websocket.iter_text():
+        await websocket.send_text(message)

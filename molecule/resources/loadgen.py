@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A bounded HTTP load generator for the tests (stdlib only).
+
+Runs CONCURRENCY keep-alive clients against one URL until DURATION seconds
+or MAX_REQUESTS requests, whichever comes first, then prints a JSON
+summary: requests, ok, failed, the statuses and errors seen, and which
+versions, releases and worker pids answered (from the sample app's JSON).
+"""
+
+import argparse
+import collections
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+
+HARD_MAX_SECONDS = 120
+HARD_MAX_REQUESTS = 200_000
+
+
+def client(args, deadline, budget, lock, stats):
+    url = urllib.parse.urlsplit(args.url)
+    conn = None
+    while time.monotonic() < deadline:
+        with lock:
+            if budget[0] <= 0:
+                return
+            budget[0] -= 1
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+            conn.request("GET", url.path or "/", headers={"Host": args.host or url.netloc})
+            response = conn.getresponse()
+            body = response.read()
+            status = response.status
+            if response.getheader("connection", "").lower() == "close":
+                conn.close()
+                conn = None
+        except (OSError, http.client.HTTPException) as exc:
+            if conn is not None:
+                conn.close()
+            conn = None
+            with lock:
+                stats["failed"] += 1
+                stats["errors"][type(exc).__name__] += 1
+            time.sleep(0.01)
+            continue
+        answer = {}
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            pass
+        with lock:
+            stats["statuses"][str(status)] += 1
+            if 200 <= status < 300:
+                stats["ok"] += 1
+            else:
+                stats["failed"] += 1
+            for key in ("version", "release", "pid"):
+                if isinstance(answer, dict) and key in answer:
+                    stats[key + "s"][str(answer[key])] += 1
+        if args.pause:
+            time.sleep(args.pause)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1/")
+    parser.add_argument("--host", default="", help="Host header (default: from the URL)")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-requests", type=int, default=50_000)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
+    args = parser.parse_args()
+
+    duration = min(args.duration, HARD_MAX_SECONDS)
+    budget = [min(args.max_requests, HARD_MAX_REQUESTS)]
+    stats = {
+        "ok": 0,
+        "failed": 0,
+        "statuses": collections.Counter(),
+        "errors": collections.Counter(),
+        "versions": collections.Counter(),
+        "releases": collections.Counter(),
+        "pids": collections.Counter(),
+    }
+    lock = threading.Lock()
+    started = time.monotonic()
+    deadline = started + duration
+    threads = [
+        threading.Thread(target=client, args=(args, deadline, budget, lock, stats), daemon=True)
+        for _ in range(max(1, args.concurrency))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + args.timeout + 5)
+    stats["requests"] = stats["ok"] + stats["failed"]
+    stats["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(stats, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

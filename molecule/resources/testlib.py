@@ -1,0 +1,103 @@
+"""Helpers shared by the scenarios' testinfra tests.
+
+Everything here looks at the running hosts: HTTP through nginx from inside
+the host, bounded load while a unit is disrupted, and ansible-playbook runs
+against the scenario's own inventory.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+# Sends one request with python's http.client inside the host and prints
+# the status line and body as JSON; a closed connection prints status null.
+_HTTP_PROBE = r"""
+import http.client, json, sys
+host, path, port, src, headers = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+conn = http.client.HTTPConnection("127.0.0.1" if not src else src, port, timeout=10,
+                                  source_address=None)
+try:
+    conn.request("GET", path, headers=dict({"Host": host}, **headers))
+    r = conn.getresponse()
+    print(json.dumps({"status": r.status, "headers": dict(r.getheaders()), "body": r.read().decode()}))
+except (ConnectionError, http.client.HTTPException) as exc:
+    print(json.dumps({"status": None, "error": type(exc).__name__}))
+"""
+
+
+def http_get(host, path="/", vhost="localhost", address="", port=80, headers=None):
+    """GET through nginx from inside the host; address defaults to 127.0.0.1."""
+    cmd = "python3 -c {} {} {} {} {} {}".format(
+        shlex.quote(_HTTP_PROBE),
+        shlex.quote(vhost),
+        shlex.quote(path),
+        port,
+        shlex.quote(address),
+        shlex.quote(json.dumps(headers or {})),
+    )
+    out = host.check_output(cmd)
+    answer = json.loads(out)
+    if answer.get("status") and answer["headers"].get("content-type", "").startswith("application/json"):
+        answer["json"] = json.loads(answer["body"])
+    return answer
+
+
+def under_load(host, action, vhost="localhost", duration=8, lead=2, concurrency=4, path="/"):
+    """Run `action` (a shell command) `lead` seconds into a bounded load
+    through nginx; return the load's summary and the action's result."""
+    script = (
+        f"asgi-loadgen --url http://127.0.0.1{path} --host {shlex.quote(vhost)} "
+        f"--duration {duration} --concurrency {concurrency} > /tmp/asgi-load.json & "
+        f"sleep {lead}; {action}; rc=$?; wait; echo \"action-rc=$rc\" >&2; cat /tmp/asgi-load.json"
+    )
+    result = host.run(script)
+    match = re.search(r"action-rc=(\d+)", result.stderr)
+    assert match, f"load run did not finish: {result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1]), int(match.group(1)), result.stderr
+
+
+def journal(host, unit, lines=60):
+    return host.run(f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager").stdout
+
+
+def assert_active(host, unit):
+    """A unit is active; on failure the message carries its journal."""
+    service = host.service(unit)
+    assert service.is_running, f"{unit} is not active:\n{journal(host, unit)}"
+
+
+def main_pid(host, unit):
+    return int(host.check_output(f"systemctl show -p MainPID --value {shlex.quote(unit)}"))
+
+
+def child_pids(host, pid):
+    out = host.run(f"pgrep -P {pid}").stdout.split()
+    return sorted(int(p) for p in out)
+
+
+def playbook(playbook_path, *args):
+    """Run ansible-playbook against the scenario's hosts, as molecule does."""
+    env = dict(os.environ)
+    ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
+    if ephemeral and Path(ephemeral, "ansible.cfg").exists():
+        env["ANSIBLE_CONFIG"] = str(Path(ephemeral, "ansible.cfg"))
+    env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook_path), *args]
+    return subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+
+
+def recap(output):
+    """Sum the PLAY RECAP counters of an ansible-playbook run."""
+    totals = {}
+    for line in output.splitlines():
+        if re.match(r"^\S+\s+:\s+ok=", line):
+            for key, value in re.findall(r"(\w+)=(\d+)", line):
+                totals[key] = totals.get(key, 0) + int(value)
+    return totals
