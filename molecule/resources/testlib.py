@@ -12,6 +12,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+import testinfra
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 # Sends one request with python's http.client inside the host and prints
@@ -24,10 +27,18 @@ conn = http.client.HTTPConnection("127.0.0.1" if not src else src, port, timeout
 try:
     conn.request("GET", path, headers=dict({"Host": host}, **headers))
     r = conn.getresponse()
-    print(json.dumps({"status": r.status, "headers": dict(r.getheaders()), "body": r.read().decode()}))
+    print(json.dumps({"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()}, "body": r.read().decode()}))
 except (ConnectionError, http.client.HTTPException) as exc:
     print(json.dumps({"status": None, "error": type(exc).__name__}))
 """
+
+
+@pytest.fixture(scope="module")
+def podman_host(_testinfra_host):
+    """The scenario's host reached with `podman exec` directly: testinfra's
+    ansible backend does not know the podman connection and would run one
+    `ansible` process per command."""
+    return testinfra.get_host(f"podman://{_testinfra_host.backend.get_hostname()}")
 
 
 def http_get(host, path="/", vhost="localhost", address="", port=80, headers=None):
@@ -61,7 +72,7 @@ def under_load(host, action, vhost="localhost", duration=8, lead=2, concurrency=
     return json.loads(result.stdout.strip().splitlines()[-1]), int(match.group(1)), result.stderr
 
 
-def journal(host, unit, lines=60):
+def journal(host, unit, lines=40):
     return host.run(f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager").stdout
 
 
@@ -101,3 +112,8 @@ def recap(output):
             for key, value in re.findall(r"(\w+)=(\d+)", line):
                 totals[key] = totals.get(key, 0) + int(value)
     return totals
+
+
+def vcpus(host):
+    """vCPUs as Ansible counts them (processor entries in /proc/cpuinfo)."""
+    return int(host.check_output("grep -c ^processor /proc/cpuinfo"))
