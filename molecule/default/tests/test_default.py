@@ -3,6 +3,7 @@ activation behind nginx, checked on the running host."""
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,70 @@ def test_bad_input_fails_before_any_change(host, extra, names):
     assert "PLAY [Provision the app servers]" not in output
     after = host.check_output(f"sha256sum /etc/{APP}/gunicorn.conf.py /etc/nginx/sites-available/{APP}.conf")
     assert before == after
+
+
+# The next tests converge the host with other inputs; they run last, in
+# this order, and the last one converges it back to the scenario's own.
+GIT_COMMIT = "-c user.email=ci@example.invalid -c user.name=ci commit -qm"
+
+
+def test_code_from_a_git_repository(host):
+    host.run("apt-get install -y -qq git >/dev/null 2>&1")
+    assert host.run(
+        "rm -rf /opt/hello-git && mkdir -p /opt/hello-git && cd /opt/hello-git"
+        f" && cp /srv/{APP}/current/app/main.py /srv/{APP}/current/app/requirements.txt ."
+        f" && echo 2.0.0-git > VERSION && git init -q -b main && git add -A && git {GIT_COMMIT} v2"
+    ).rc == 0
+    run = playbook(CONVERGE, "-e", "app_source=git", "-e", "app_git_repo=file:///opt/hello-git")
+    assert run.returncode == 0, run.stdout[-3000:]
+    answer = http_get(host, "/", vhost=VHOST)
+    assert answer["json"]["version"] == "2.0.0-git"
+    assert answer["json"]["release"] == Path(host.file(f"/srv/{APP}/current").linked_to).name
+
+
+PYPROJECT = """[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "hello-pkg"
+version = "3.0.0"
+dependencies = ["fastapi==0.165.0"]
+
+[tool.setuptools.package-data]
+hello_pkg = ["VERSION"]
+"""
+
+
+def test_code_from_a_package_spec(host):
+    assert host.run(
+        "rm -rf /opt/hello-pkg && mkdir -p /opt/hello-pkg/hello_pkg && cd /opt/hello-pkg"
+        f" && cp /srv/{APP}/current/app/main.py hello_pkg/ && touch hello_pkg/__init__.py"
+        f" && echo 3.0.0-pkg > hello_pkg/VERSION && printf %s {shlex.quote(PYPROJECT)} > pyproject.toml"
+    ).rc == 0
+    run = playbook(
+        CONVERGE, "-e", "app_source=package", "-e", "app_package_spec=/opt/hello-pkg", "-e", "app_module=hello_pkg.main:app"
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    answer = http_get(host, "/", vhost=VHOST)
+    assert answer["json"]["version"] == "3.0.0-pkg"
+    site_packages = host.run(f"ls -d /srv/{APP}/current/venv/lib/python3*/site-packages/hello_pkg")
+    assert site_packages.rc == 0
+
+def test_development_mode_reloads_on_change_then_production_returns(host):
+    # Runs last: it converges the host into development mode and back.
+    dev = playbook(CONVERGE, "-e", "app_environment=development")
+    assert dev.returncode == 0, dev.stdout[-3000:]
+    command = host.check_output(f"ps -o args= -p {main_pid(host, f'{APP}.service')}")
+    assert "uvicorn --fd 3 --reload" in command and f"--reload-dir /srv/{APP}/current/app" in command
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200
+    before = http_get(host, "/", vhost=VHOST)["json"]["pid"]
+    host.run(f"touch /srv/{APP}/current/app/main.py; sleep 3")
+    after = http_get(host, "/", vhost=VHOST)
+    assert after["status"] == 200 and after["json"]["pid"] != before, journal(host, APP)
+
+    prod = playbook(CONVERGE)
+    assert prod.returncode == 0, prod.stdout[-3000:]
+    command = host.check_output(f"ps -o args= -p {main_pid(host, f'{APP}.service')}")
+    assert "gunicorn --config" in command and "--reload" not in command
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200
