@@ -67,6 +67,24 @@ def test_app_sees_real_client_address_and_scheme(host):
     assert answer["json"]["host"] == VHOST
 
 
+def test_static_files_come_from_nginx(host):
+    answer = http_get(host, "/static/hello.txt", vhost=VHOST)
+    assert answer["status"] == 200 and answer["body"] == "served by nginx, not by the app\n"
+    assert "expires" in answer["headers"]
+    # No directory listing, and the app never saw the request.
+    assert http_get(host, "/static/", vhost=VHOST)["status"] == 403
+    assert "/static/hello.txt" not in journal(host, APP, 200)
+
+
+def test_request_body_limit(host):
+    probe = (
+        "import http.client; c=http.client.HTTPConnection('127.0.0.1',80,timeout=10); "
+        f"c.request('POST','/request',body=b'x'*(2*1024*1024),headers={{'Host':'{VHOST}'}}); "
+        "print(c.getresponse().status)"
+    )
+    assert host.check_output(f'python3 -c "{probe}"') == "413"
+
+
 def test_unknown_host_is_rejected(host):
     assert http_get(host, "/", vhost="intruder.example")["status"] is None
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
