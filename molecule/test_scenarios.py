@@ -27,6 +27,23 @@ def test_lint() -> None:
     run("ansible-lint")
 
 
+@pytest.mark.skipif(not LINT, reason="a single scenario was asked for")
+@pytest.mark.parametrize("role", sorted(p.name for p in (ROOT / "roles").iterdir()))
+def test_role_declares_every_default(role: str) -> None:
+    """Every default is in argument_specs and every spec option has a default,
+    so validation covers all inputs and ansible-doc documents them all."""
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    for entry, spec in specs.items():
+        options = set(spec.get("options", {}))
+        assert set(defaults) - options == set(), f"{role}/{entry}: defaults missing from the spec"
+        assert options - set(defaults) == set(), f"{role}/{entry}: spec options without a default"
+        for name, option in spec["options"].items():
+            assert option.get("description"), f"{role}: {name} has no description"
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario: str) -> None:
     # A leftover of an interrupted run (same container names) would clash.
