@@ -1,0 +1,169 @@
+"""molecule/tls: a certificate from pebble over HTTP-01, served by nginx,
+renewed by certbot's timer service without restarting nginx."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import testinfra
+from testlib import http_get, playbook, recap
+
+testinfra_hosts = ["asgi-tls-app"]
+
+NAMES = ["hello.tls.test", "www.hello.tls.test"]
+ROOT_CA = "/tmp/pebble-root.pem"
+CONVERGE = Path(__file__).resolve().parents[2] / "resources" / "converge.yml"
+
+
+@pytest.fixture(scope="module")
+def acme():
+    return testinfra.get_host("podman://asgi-tls-acme")
+
+
+@pytest.fixture(scope="module")
+def root_ca(host, acme):
+    """pebble's root CA (new at every pebble start), copied to the app host."""
+    pem = acme.check_output("curl -fsS --cacert /etc/pebble/ca.pem https://localhost:15000/roots/0")
+    host.run(f"printf '%s\\n' {shlex.quote(pem)} > {ROOT_CA}")
+    return ROOT_CA
+
+
+def served_certificate(host, name=NAMES[0]):
+    """The leaf certificate nginx serves for `name`, as openssl text."""
+    return host.check_output(
+        f"openssl s_client -connect 127.0.0.1:443 -servername {name} </dev/null 2>/dev/null"
+        " | openssl x509 -noout -serial -ext subjectAltName -issuer"
+    )
+
+
+def nginx_master(host):
+    return int(host.check_output("cat /run/nginx.pid"))
+
+
+def test_chain_is_issued_by_pebble_and_names_match(host, root_ca):
+    result = host.run(
+        f"openssl s_client -connect 127.0.0.1:443 -servername {NAMES[0]} -CAfile {root_ca}"
+        f" -verify_return_error -verify_hostname {NAMES[0]} </dev/null"
+    )
+    assert "Verify return code: 0 (ok)" in result.stdout, result.stdout[-2000:] + result.stderr
+    text = served_certificate(host)
+    for name in NAMES:
+        assert f"DNS:{name}" in text
+    assert "Pebble" in text
+
+
+def test_https_answers_with_the_app(host, root_ca):
+    out = host.check_output(
+        f"curl -fsS --cacert {root_ca} --resolve {NAMES[0]}:443:127.0.0.1 https://{NAMES[0]}/request"
+    )
+    answer = json.loads(out)
+    assert answer["scheme"] == "https"
+    assert answer["host"] == NAMES[0]
+
+
+def test_http_redirects_to_https_except_acme_challenges(host):
+    answer = http_get(host, "/some/path?x=1", vhost=NAMES[1])
+    assert answer["status"] == 301
+    assert answer["headers"]["location"] == f"https://{NAMES[1]}/some/path?x=1"
+    challenge = http_get(host, "/.well-known/acme-challenge/missing-token", vhost=NAMES[0])
+    assert challenge["status"] == 404
+
+
+def test_hsts_and_http2(host, root_ca):
+    out = host.check_output(
+        f"curl -sS -o /dev/null -D - --http2 -w 'version=%{{http_version}}' --cacert {root_ca}"
+        f" --resolve {NAMES[0]}:443:127.0.0.1 https://{NAMES[0]}/"
+    )
+    assert re.search(r"(?im)^strict-transport-security: max-age=63072000\s*$", out), out
+    assert "version=2" in out
+
+
+def test_testssl_offers_only_tls12_and_13_with_no_high_findings(host, acme, root_ca):
+    address = host.interface("eth0").addresses[0]
+    pem = host.file(root_ca).content_string
+    acme.run(f"printf '%s' {shlex.quote(pem)} > /tmp/pebble-root.pem")
+    acme.run("rm -f /tmp/testssl.json")
+    acme.run(
+        "testssl --quiet --color 0 --warnings off --add-ca /tmp/pebble-root.pem --jsonfile /tmp/testssl.json"
+        f" --ip {address} https://{NAMES[0]}/"
+    )
+    findings = json.loads(acme.file("/tmp/testssl.json").content_string)
+    offered = {f["id"]: f["finding"] for f in findings if f["id"] in {"SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3"}}
+    for proto in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert offered[proto].startswith("not offered"), offered
+    for proto in ("TLS1_2", "TLS1_3"):
+        assert offered[proto].startswith("offered"), offered
+    severe = [f for f in findings if f.get("severity") in ("HIGH", "CRITICAL")]
+    assert severe == [], severe
+
+
+def test_renewal_serves_a_new_serial_without_restarting_nginx(host, root_ca):
+    before = served_certificate(host)
+    master = nginx_master(host)
+    # The renewal service the timer starts carries the ACME server's CA.
+    environment = host.check_output("systemctl show -p Environment --value certbot.service")
+    assert "REQUESTS_CA_BUNDLE=/etc/letsencrypt/acme-server-ca.pem" in environment
+    assert host.service("certbot.timer").is_enabled and host.service("certbot.timer").is_running
+    # pebble issues one-hour certificates, always inside certbot's renewal
+    # window: a plain `renew` (what the timer runs, minus its random delay
+    # of up to 8 minutes) renews for real and runs the deploy hook.
+    result = host.run(f"{environment} certbot renew --no-random-sleep-on-renew --non-interactive")
+    assert result.rc == 0, result.stdout + result.stderr
+    after = served_certificate(host)
+    serial = re.compile(r"serial=(\w+)")
+    assert serial.search(before).group(1) != serial.search(after).group(1)
+    assert nginx_master(host) == master
+
+
+def test_check_mode_on_converged_host_changes_nothing():
+    run = playbook(CONVERGE, "--check", "--diff")
+    totals = recap(run.stdout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert totals.get("changed") == 0, run.stdout[-5000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"certbot_email": ""}, "certbot_email must be a mail address"),
+        ({"certbot_agree_tos": False}, "certbot_agree_tos must be true"),
+        ({"nginx_server_names": []}, "nginx_server_names must name at least one host"),
+        ({"nginx_server_names": ["localhost"]}, "certbot_domains holds names no ACME server will certify"),
+    ],
+)
+def test_bad_tls_input_fails_before_any_change(extra, message):
+    run = playbook(CONVERGE, "-e", json.dumps(extra))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert message in output, output[-3000:]
+    assert "PLAY [Provision the app servers]" not in output
+
+
+def test_refusing_acme_server_fails_clearly_and_nginx_keeps_serving(host, root_ca):
+    before = served_certificate(host)
+    master = nginx_master(host)
+    run = playbook(
+        CONVERGE,
+        "-e",
+        json.dumps({"nginx_server_names": [*NAMES, "api.hello.tls.test"], "certbot_acme_directory": "https://asgi-tls-acme:14999/dir"}),
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "No certificate for hello.tls.test, www.hello.tls.test, api.hello.tls.test" in output, output[-3000:]
+    assert "nginx keeps serving the previous certificate" in output
+    assert served_certificate(host) == before
+    assert nginx_master(host) == master
+    assert http_get(host, "/", vhost=NAMES[0])["status"] == 301
+
+
+def test_adding_a_name_expands_the_certificate(host, root_ca):
+    names = [*NAMES, "api.hello.tls.test"]
+    run = playbook(CONVERGE, "-e", json.dumps({"nginx_server_names": names}))
+    assert run.returncode == 0, run.stdout[-3000:]
+    text = served_certificate(host, "api.hello.tls.test")
+    for name in names:
+        assert f"DNS:{name}" in text
+    again = playbook(CONVERGE, "-e", json.dumps({"nginx_server_names": names}))
+    assert recap(again.stdout).get("changed") == 0, again.stdout[-3000:]
