@@ -170,7 +170,7 @@ def test_access_log_goes_to_the_journal(host):
     assert marker in journal(host, APP, 200)
 
 
-def test_check_mode_on_converged_host_changes_nothing():
+def test_check_mode_on_converged_host_changes_nothing(host):
     run = playbook(CONVERGE, "--check", "--diff")
     totals = recap(run.stdout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
