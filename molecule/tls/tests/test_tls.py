@@ -4,6 +4,7 @@ renewed by certbot's timer service without restarting nginx."""
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,43 @@ def test_adding_a_name_expands_the_certificate(host, root_ca):
         assert f"DNS:{name}" in text
     again = playbook(CONVERGE, "-e", json.dumps({"nginx_server_names": names}))
     assert recap(again.stdout).get("changed") == 0, again.stdout[-3000:]
+
+
+def test_name_pointing_elsewhere_fails_clearly(host, acme, root_ca):
+    # The mock DNS sends this one name to pebble's own host, where nothing
+    # answers on port 80: the HTTP-01 check cannot reach this app host.
+    acme.check_output(
+        "curl -fsS -X POST -d '{\"host\": \"elsewhere.hello.tls.test\", \"addresses\": [\"127.0.0.1\"]}'"
+        " http://127.0.0.1:8055/add-a"
+    )
+    before = served_certificate(host)
+    run = playbook(CONVERGE, "-e", json.dumps({"nginx_server_names": [*NAMES, "elsewhere.hello.tls.test"]}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "No certificate for" in output and "elsewhere.hello.tls.test" in output, output[-3000:]
+    assert served_certificate(host) == before
+
+
+def test_selfsigned_mode(host):
+    run = playbook(CONVERGE, "-e", "nginx_tls_mode=selfsigned")
+    assert run.returncode == 0, run.stdout[-3000:]
+    text = served_certificate(host)
+    assert f"DNS:{NAMES[0]}" in text and f"DNS:{NAMES[1]}" in text
+    assert f"Issuer: CN = {NAMES[0]}" in text or f"issuer=CN = {NAMES[0]}" in text, text
+
+
+def test_provided_mode(host, tmp_path):
+    key, cert = tmp_path / "provided.key", tmp_path / "provided.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "30", "-subj", "/CN=provided.example", "-addext", f"subjectAltName=DNS:{NAMES[0]},DNS:{NAMES[1]}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    serial = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-serial"], check=True, capture_output=True, text=True)
+    run = playbook(CONVERGE, "-e", json.dumps(
+        {"nginx_tls_mode": "provided", "nginx_tls_certificate": str(cert), "nginx_tls_certificate_key": str(key)}))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "BEGIN PRIVATE KEY" not in run.stdout + run.stderr
+    assert serial.stdout.strip() in served_certificate(host)
+    assert host.file("/etc/nginx/tls/hello/provided.key").mode == 0o600
