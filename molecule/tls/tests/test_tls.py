@@ -191,12 +191,18 @@ def test_name_pointing_elsewhere_fails_clearly(host, acme, root_ca):
     assert served_certificate(host) == before
 
 
-def test_selfsigned_mode(host):
-    run = playbook(CONVERGE, "-e", "nginx_tls_mode=selfsigned")
+def test_selfsigned_mode_and_hsts_options(host):
+    run = playbook(
+        CONVERGE,
+        "-e",
+        json.dumps({"nginx_tls_mode": "selfsigned", "nginx_hsts_include_subdomains": True, "nginx_hsts_preload": True}),
+    )
     assert run.returncode == 0, run.stdout[-3000:]
     text = served_certificate(host)
     assert f"DNS:{NAMES[0]}" in text and f"DNS:{NAMES[1]}" in text
     assert f"Issuer: CN = {NAMES[0]}" in text or f"issuer=CN = {NAMES[0]}" in text, text
+    headers = host.check_output(f"curl -sk -o /dev/null -D - --resolve {NAMES[0]}:443:127.0.0.1 https://{NAMES[0]}/")
+    assert re.search(r"(?im)^strict-transport-security: max-age=63072000; includeSubDomains; preload\s*$", headers), headers
 
 
 def test_provided_mode(host, tmp_path):
