@@ -16,6 +16,7 @@ import pytest
 import testinfra
 
 PROJECT = Path(__file__).resolve().parents[2]
+CONVERGE = Path(__file__).resolve().parent / "converge.yml"
 
 # Sends one request with python's http.client inside the host and prints
 # the status line and body as JSON; a closed connection prints status null.
@@ -117,3 +118,55 @@ def recap(output):
 def vcpus(host):
     """vCPUs as Ansible counts them (processor entries in /proc/cpuinfo)."""
     return int(host.check_output("grep -c ^processor /proc/cpuinfo"))
+
+
+def load_while(host, action, vhost="localhost", path="/", duration=280, concurrency=2, pause=0.02, lead=2):
+    """Bounded load through nginx while `action()` runs on the controller
+    (a playbook). The load runs in the host as a transient unit and stops
+    when the action returns (`stopped` is then "stop-file"), or at
+    `duration` seconds at the latest. Returns the load's summary and the
+    action's result."""
+    host.check_output(
+        "rm -f /tmp/asgi-load.stop /tmp/asgi-load.json; "
+        "systemd-run --unit asgi-load --collect --quiet sh -c "
+        + shlex.quote(
+            f"asgi-loadgen --url http://127.0.0.1{path} --host {shlex.quote(vhost)} "
+            f"--duration {duration} --concurrency {concurrency} --pause {pause} "
+            "--max-requests 200000 --stop-file /tmp/asgi-load.stop > /tmp/asgi-load.json"
+        )
+    )
+    host.run(f"sleep {lead}")
+    try:
+        result = action()
+    finally:
+        host.run("touch /tmp/asgi-load.stop; while systemctl is-active -q asgi-load; do sleep 0.2; done")
+    return json.loads(host.file("/tmp/asgi-load.json").content_string), result
+
+
+def converge(*args):
+    """site.yml through molecule's converge playbook, with extra arguments."""
+    return playbook(CONVERGE, *args)
+
+
+def assert_check_mode_changes_nothing():
+    run = converge("--check", "--diff")
+    totals = recap(run.stdout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert totals.get("changed") == 0 and totals.get("failed") == 0, run.stdout[-5000:]
+
+
+def assert_ran(run):
+    """An ansible-playbook run succeeded; on failure the message carries its end."""
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    return recap(run.stdout)
+
+
+def assert_refused_before_any_change(run, pattern):
+    """A run failed in the checks: the error matches, nothing changed and
+    the provisioning play never started."""
+    output = run.stdout + run.stderr
+    totals = recap(run.stdout)
+    assert run.returncode != 0
+    assert re.search(pattern, output), output[-3000:]
+    assert totals.get("changed", 0) == 0 and totals.get("failed", 0) >= 1, output[-3000:]
+    assert "PLAY [Provision the app servers]" not in output

@@ -1,0 +1,97 @@
+"""molecule/circus: the app as a [watcher] of `uvicorn --fd` processes
+under its own circusd (a systemd service), checked on the running host;
+then one host switched systemd -> supervisor -> circus under load."""
+
+import json
+
+import pytest
+from manager_suite import *  # noqa: F403 -- the shared tests run here too
+from manager_suite import APP, VHOST, Manager, expected_workers, uvicorn_pids, wait_for_workers
+from testlib import assert_ran, converge, http_get, load_while, main_pid
+
+CIRCUS = Manager(name="circus", unit=f"{APP}-circus.service", log=f"/var/log/circus/{APP}.access.log")
+CIRCUSCTL = f"/opt/circus/bin/circusctl --endpoint ipc:///run/{APP}-circus/endpoint.ipc"
+
+
+@pytest.fixture(scope="module")
+def manager():
+    return CIRCUS
+
+
+def test_circus_runs_from_its_own_virtualenv(host):
+    daemon = main_pid(host, CIRCUS.unit)
+    assert host.process.get(pid=daemon).args.split()[1] == "/opt/circus/bin/circusd"
+    # circus is not in the app's venv, and the app's packages are not in circus's.
+    assert host.run(f"/srv/{APP}/current/venv/bin/python -c 'import circus'").rc != 0
+    assert host.run("/opt/circus/bin/python -c 'import fastapi'").rc != 0
+    assert host.check_output(f"{CIRCUSCTL} status {APP}") == "active"
+
+
+def socket_inode(host):
+    return host.check_output(f"stat -c %i {CIRCUS.socket}")
+
+
+def test_changed_watcher_reloads_without_closing_the_socket_and_logs_rotate(host):
+    daemon, inode = main_pid(host, CIRCUS.unit), socket_inode(host)
+    try:
+        run = converge("-e", json.dumps({"app_workers": 3, "circus_log_max_bytes": 16384}))
+        assert_ran(run)
+        assert len(wait_for_workers(host, CIRCUS, 3, 10)) == 3
+        # The same circusd, and the socket was never closed and opened again.
+        assert main_pid(host, CIRCUS.unit) == daemon
+        assert socket_inode(host) == inode
+        # ~100 bytes per access line: 1500 requests write ~150KB of access log.
+        host.check_output(f"asgi-loadgen --url http://127.0.0.1/health --host {VHOST} --max-requests 1500 --duration 60")
+        assert host.file(f"/var/log/circus/{APP}.access.log.1").exists, host.check_output("ls -l /var/log/circus")
+        assert host.file(f"/var/log/circus/{APP}.access.log").size <= 16384
+    finally:
+        back = converge()
+    assert_ran(back)
+    assert len(wait_for_workers(host, CIRCUS, expected_workers(host), 10)) == expected_workers(host)
+    assert main_pid(host, CIRCUS.unit) == daemon
+
+
+# What each manager leaves on a host for the app: the unit its processes
+# run in, and its files.
+OWNER_UNIT = {"systemd": f"{APP}.service", "supervisor": "supervisor.service", "circus": f"{APP}-circus.service"}
+FILES = {
+    "systemd": [f"/etc/systemd/system/{APP}.socket", f"/etc/systemd/system/{APP}.service", f"/etc/{APP}/gunicorn.conf.py"],
+    "supervisor": [f"/etc/supervisor/conf.d/{APP}.conf"],
+    "circus": [f"/etc/systemd/system/{APP}-circus.service", f"/etc/circus/{APP}"],
+}
+DAEMONS = {"systemd": [f"{APP}.socket", f"{APP}.service"], "supervisor": ["supervisor.service"], "circus": [f"{APP}-circus.service"]}
+
+
+def assert_only(host, name):
+    """The app runs under `name` alone: its processes, socket, files and
+    units; nothing of the other two is left, and nginx uses its socket."""
+    for unit in DAEMONS[name]:
+        assert host.service(unit).is_running, unit
+    units = set(host.check_output(f"ps -o unit= -u {APP}").split())
+    assert units == {OWNER_UNIT[name]}, host.check_output(f"ps -o pid,unit,args -u {APP}")
+    assert host.check_output(f"ls /run/{APP}").split() == [f"{name}.sock"]
+    site = host.file(f"/etc/nginx/sites-available/{APP}.conf").content_string
+    assert f"unix:/run/{APP}/{name}.sock" in site
+    for other in set(FILES) - {name}:
+        assert other not in site
+        for path in FILES[other]:
+            assert not host.file(path).exists, path
+        for unit in DAEMONS[other]:
+            assert not host.service(unit).is_running, unit
+    answer = http_get(host, "/", vhost=VHOST)
+    assert answer["status"] == 200, answer
+    return answer
+
+
+@pytest.mark.parametrize("target", ["systemd", "supervisor", "circus"])
+def test_switch_process_manager_under_load(host, target):
+    """circus -> systemd -> supervisor -> circus: every step serves while
+    it happens and ends clean; the last returns to the scenario's own."""
+    load, run = load_while(host, lambda: converge("-e", f"app_process_manager={target}"), vhost=VHOST)
+    assert_ran(run)
+    answer = assert_only(host, target)
+    if target != "systemd":
+        assert answer["json"]["pid"] in uvicorn_pids(host, Manager(target, OWNER_UNIT[target], ""))
+    assert load["stopped"] == "stop-file", load
+    assert load["requests"] > 100, load
+    assert load["failed"] == 0, load

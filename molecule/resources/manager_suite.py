@@ -1,0 +1,168 @@
+"""Tests shared by the supervisor and circus scenarios, on the running host.
+
+A scenario's test module imports them (`from manager_suite import *`) and
+defines the fixture `manager`: a Manager naming its daemon's unit, socket
+and log files. Everything else (the app, nginx, the env file) is the same
+as in the default scenario.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+from testlib import (
+    PROJECT,
+    assert_active,
+    assert_check_mode_changes_nothing,
+    assert_ran,
+    assert_refused_before_any_change,
+    converge,
+    http_get,
+    journal,
+    load_while,
+    main_pid,
+    playbook,
+    vcpus,
+)
+
+APP = "hello"
+VHOST = "hello.test"
+ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
+
+
+@dataclass
+class Manager:
+    name: str  # the value of app_process_manager
+    unit: str  # the daemon's systemd unit
+    log: str  # a shell glob of the app's access log files
+
+    @property
+    def socket(self):
+        return f"/run/{APP}/{self.name}.sock"
+
+
+def app_processes(host):
+    """{pid: parent pid} of every process of the app's user."""
+    out = host.run(f"ps -o pid=,ppid= -u {APP}").stdout
+    return {int(pid): int(ppid) for pid, ppid in (line.split() for line in out.splitlines())}
+
+
+def uvicorn_pids(host, manager):
+    """uvicorn processes of the app user whose parent is the manager's daemon."""
+    daemon = main_pid(host, manager.unit)
+    pids = host.run(f"pgrep -u {APP} -f 'bin/uvicorn --fd'").stdout.split()
+    return sorted(int(pid) for pid in pids if app_processes(host).get(int(pid)) == daemon)
+
+
+def expected_workers(host):
+    return max(2, vcpus(host))
+
+
+def wait_for_workers(host, manager, count, seconds):
+    """The manager's uvicorn pids once there are `count` of them, polled
+    for at most `seconds`; the last list seen otherwise."""
+    deadline = time.monotonic() + seconds
+    pids = uvicorn_pids(host, manager)
+    while len(pids) != count and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pids = uvicorn_pids(host, manager)
+    return pids
+
+
+def test_manager_runs_the_computed_number_of_uvicorn_processes_as_app_user(host, manager):
+    assert_active(host, manager.unit)
+    daemon = main_pid(host, manager.unit)
+    assert host.process.get(pid=daemon).user == "root"
+    pids = uvicorn_pids(host, manager)
+    assert len(pids) == expected_workers(host), f"{pids}\n{journal(host, manager.unit)}"
+    for pid in pids:
+        process = host.process.get(pid=pid)
+        assert (process.user, process.group) == (APP, APP)
+    # Nothing else of the app runs: no gunicorn, no process of another manager.
+    assert set(app_processes(host)) == set(pids)
+
+
+def test_socket_is_held_by_the_manager_and_only_nginx_may_connect(host, manager):
+    sock = host.file(manager.socket)
+    assert sock.is_socket
+    assert manager.socket in host.check_output("ss -xlnH")
+    directory = host.file(f"/run/{APP}")
+    assert (directory.user, directory.group, directory.mode) == ("root", "www-data", 0o750)
+    connect = f"python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{manager.socket}')\""
+    assert host.run(f"runuser -u www-data -- {connect}").rc == 0
+    denied = host.run(f"runuser -u {APP} -- {connect}")
+    assert denied.rc != 0 and "Permission denied" in denied.stderr
+
+
+def test_request_through_nginx_is_answered_by_the_managers_processes(host, manager):
+    answer = http_get(host, "/", vhost=VHOST)
+    assert answer["status"] == 200, answer
+    assert answer["json"]["app"] == APP
+    # The env file is loaded (uvicorn --env-file).
+    assert answer["json"]["message"] == "Hello from molecule"
+    assert answer["json"]["pid"] in uvicorn_pids(host, manager)
+    scheme = http_get(host, "/request", vhost=VHOST, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert scheme["json"]["client"] == "127.0.0.1", scheme  # nginx replaces a forged address
+
+
+def test_access_log_is_written_to_a_rotated_file(host, manager):
+    marker = f"log-probe-{manager.name}-5d1c"
+    assert http_get(host, f"/health?{marker}", vhost=VHOST)["status"] == 200
+    found = host.run(f"sleep 1; grep -l {marker} {manager.log}")
+    assert found.rc == 0, host.run(f"tail -n 5 {manager.log}").stdout
+
+
+def test_rolling_restart_under_load_drops_nothing(host, manager):
+    before = uvicorn_pids(host, manager)
+    daemon = main_pid(host, manager.unit)
+    load, run = load_while(host, lambda: playbook(ROLLING_RESTART), vhost=VHOST, concurrency=4, pause=0)
+    assert_ran(run)
+    after = wait_for_workers(host, manager, len(before), 10)
+    assert len(after) == len(before) and not set(after) & set(before), (before, after)
+    assert main_pid(host, manager.unit) == daemon  # the daemon itself kept running
+    assert load["stopped"] == "stop-file", load  # the load outlasted the restart
+    assert load["requests"] > 100, load
+    assert load["failed"] == 0, f"{load}\n{journal(host, manager.unit)}"
+    served_by = {int(pid) for pid in load["pids"]}
+    assert served_by & set(before) and served_by & set(after), (served_by, before, after)
+
+
+def test_killed_process_is_replaced_within_ten_seconds(host, manager):
+    before = uvicorn_pids(host, manager)
+    victim = before[0]
+    host.check_output(f"kill -9 {victim}")
+    after = wait_for_workers(host, manager, len(before), 1)
+    deadline = time.monotonic() + 10
+    while (victim in after or len(after) != len(before)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = uvicorn_pids(host, manager)
+    assert victim not in after and len(after) == len(before), (before, after)
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200
+
+
+def test_check_mode_on_converged_host_changes_nothing(host):
+    assert_check_mode_changes_nothing()
+
+
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ({"app_process_manager": "systemd-ish"}, r"app_process_manager must be one of systemd, supervisor, circus; got 'systemd-ish'"),
+        ({"gunicorn_timeout": 60}, r"gunicorn_timeout belongs to another process manager"),
+        ({"app_workers": 0}, r"app_workers must be at least 1"),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, manager, extra, pattern):
+    before = host.check_output(f"sha256sum /etc/nginx/sites-available/{APP}.conf")
+    pids = uvicorn_pids(host, manager)
+    assert_refused_before_any_change(converge("-e", json.dumps(extra)), pattern)
+    assert host.check_output(f"sha256sum /etc/nginx/sites-available/{APP}.conf") == before
+    assert uvicorn_pids(host, manager) == pids
+
+
+def test_setting_for_the_other_alternative_manager_is_refused(host, manager):
+    other = {"supervisor": {"circus_warmup_delay": 2}, "circus": {"supervisor_startsecs": 5}}[manager.name]
+    (name,) = other
+    run = converge("-e", json.dumps(other))
+    assert_refused_before_any_change(run, rf"{name} belongs to another process manager")
