@@ -21,6 +21,26 @@ HARD_MAX_SECONDS = 300
 HARD_MAX_REQUESTS = 200_000
 
 
+# A keep-alive connection the server closes while a request is being sent
+# (nginx's old workers close idle ones on reload) fails this way before any
+# answer. Like browsers and HTTP libraries (RFC 9112, 9.3.1), the client
+# sends its idempotent GET again once on a new connection; such retries
+# are counted apart, and the request fails if the new connection fails too.
+STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def fetch(args, url, conn):
+    if conn is None:
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+    conn.request("GET", url.path or "/", headers={"Host": args.host or url.netloc})
+    response = conn.getresponse()
+    body = response.read()
+    if response.getheader("connection", "").lower() == "close":
+        conn.close()
+        conn = None
+    return conn, response.status, body
+
+
 def client(args, deadline, budget, lock, stats):
     url = urllib.parse.urlsplit(args.url)
     conn = None
@@ -30,15 +50,16 @@ def client(args, deadline, budget, lock, stats):
                 return
             budget[0] -= 1
         try:
-            if conn is None:
-                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
-            conn.request("GET", url.path or "/", headers={"Host": args.host or url.netloc})
-            response = conn.getresponse()
-            body = response.read()
-            status = response.status
-            if response.getheader("connection", "").lower() == "close":
+            try:
+                conn, status, body = fetch(args, url, conn)
+            except STALE_CONNECTION:
+                if conn is None:
+                    raise
                 conn.close()
                 conn = None
+                with lock:
+                    stats["retried_stale_connections"] += 1
+                conn, status, body = fetch(args, url, conn)
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
@@ -89,6 +110,7 @@ def main():
         "releases": collections.Counter(),
         "pids": collections.Counter(),
         "stopped": "",
+        "retried_stale_connections": 0,
     }
     lock = threading.Lock()
     started = time.monotonic()
