@@ -31,14 +31,16 @@ def test_lint() -> None:
 @pytest.mark.parametrize("role", sorted(p.name for p in (ROOT / "roles").iterdir()))
 def test_role_declares_every_default(role: str) -> None:
     """Every default is in argument_specs and every spec option has a default,
-    so validation covers all inputs and ansible-doc documents them all."""
+    so validation covers all inputs and ansible-doc documents them all. The
+    narrow entry points (restart, absent) declare the subset they read."""
     import yaml
 
     defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
     specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     for entry, spec in specs.items():
         options = set(spec.get("options", {}))
-        assert set(defaults) - options == set(), f"{role}/{entry}: defaults missing from the spec"
+        if entry in ("main", "validate"):
+            assert set(defaults) - options == set(), f"{role}/{entry}: defaults missing from the spec"
         assert options - set(defaults) == set(), f"{role}/{entry}: spec options without a default"
         for name, option in spec["options"].items():
             assert option.get("description"), f"{role}: {name} has no description"
