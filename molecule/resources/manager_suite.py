@@ -51,8 +51,9 @@ def app_processes(host):
 def uvicorn_pids(host, manager):
     """uvicorn processes of the app user whose parent is the manager's daemon."""
     daemon = main_pid(host, manager.unit)
+    parents = app_processes(host)
     pids = host.run(f"pgrep -u {APP} -f 'bin/uvicorn --fd'").stdout.split()
-    return sorted(int(pid) for pid in pids if app_processes(host).get(int(pid)) == daemon)
+    return sorted(int(pid) for pid in pids if parents.get(int(pid)) == daemon)
 
 
 def expected_workers(host):
