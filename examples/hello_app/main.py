@@ -1,11 +1,12 @@
 """The sample ASGI app the provisioner deploys by default.
 
 It reports what an operator wants to see through the whole stack: which
-release and worker answered, and which client address and scheme the app
+release, host and worker answered, and which client address and scheme the app
 saw once nginx's forwarded headers were applied.
 """
 
 import os
+import socket
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
@@ -25,6 +26,7 @@ def index() -> dict:
         "message": os.environ.get("HELLO_GREETING", "Hello, world"),
         "version": VERSION,
         "release": RELEASE,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
     }
 

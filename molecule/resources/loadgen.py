@@ -5,7 +5,7 @@ Runs CONCURRENCY keep-alive clients against one URL until DURATION seconds
 or MAX_REQUESTS requests, or until STOP_FILE exists, whichever comes
 first (never past HARD_MAX_SECONDS), then prints a JSON
 summary: requests, ok, failed, the statuses and errors seen, and which
-versions, releases and worker pids answered (from the sample app's JSON).
+versions, releases, hosts and worker pids answered (from the sample app's JSON).
 """
 
 import argparse
@@ -80,7 +80,7 @@ def client(args, deadline, budget, lock, stats):
                 stats["ok"] += 1
             else:
                 stats["failed"] += 1
-            for key in ("version", "release", "pid"):
+            for key in ("version", "release", "host", "pid"):
                 if isinstance(answer, dict) and key in answer:
                     stats[key + "s"][str(answer[key])] += 1
         if args.pause:
@@ -108,6 +108,7 @@ def main():
         "errors": collections.Counter(),
         "versions": collections.Counter(),
         "releases": collections.Counter(),
+        "hosts": collections.Counter(),
         "pids": collections.Counter(),
         "stopped": "",
         "retried_stale_connections": 0,

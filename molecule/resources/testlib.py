@@ -92,8 +92,9 @@ def child_pids(host, pid):
     return sorted(int(p) for p in out)
 
 
-def playbook(playbook_path, *args):
-    """Run ansible-playbook against the scenario's hosts, as molecule does."""
+def _playbook_command(playbook_path, *args):
+    """argv and environment of ansible-playbook against the scenario's
+    hosts, as molecule runs it."""
     env = dict(os.environ)
     ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
     if ephemeral and Path(ephemeral, "ansible.cfg").exists():
@@ -102,7 +103,19 @@ def playbook(playbook_path, *args):
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook_path), *args]
+    return argv, env
+
+
+def playbook(playbook_path, *args):
+    """Run ansible-playbook against the scenario's hosts, as molecule does."""
+    argv, env = _playbook_command(playbook_path, *args)
     return subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+
+
+def start_playbook(playbook_path, *args):
+    """The same, started in the background: a Popen whose output is text."""
+    argv, env = _playbook_command(playbook_path, *args)
+    return subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def recap(output):

@@ -1,0 +1,277 @@
+"""molecule/cluster: a load balancer in front of three app servers.
+
+Deploy, rolling restart and rollback run under bounded load sent through
+the load balancer for the whole run: zero failed requests, and the
+answers (the sample app reports its version, release and host) show the
+switch. A broken release is rejected with the first host back on the
+previous one; a second deploy is locked out while one runs.
+"""
+
+import json
+import shutil
+import time
+
+import pytest
+import testinfra
+from testlib import (
+    PROJECT,
+    assert_check_mode_changes_nothing,
+    assert_ran,
+    http_get,
+    load_while,
+    main_pid,
+    playbook,
+    recap,
+    start_playbook,
+    under_load,
+)
+
+testinfra_hosts = ["asgi-lb"]
+
+VHOST = "hello.cluster.test"
+APPS = ["asgi-app1", "asgi-app2", "asgi-app3"]
+DEPLOY = PROJECT / "playbooks" / "deploy.yml"
+ROLLBACK = PROJECT / "playbooks" / "rollback.yml"
+ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
+DRAIN = PROJECT / "playbooks" / "drain.yml"
+LOCK = "/var/lib/asgi-deploy/hello/lock"
+DEPLOY_LOG = "/var/log/asgi-deploy/hello.log"
+SAMPLE = PROJECT / "examples" / "hello_app"
+VERSION_1 = (SAMPLE / "VERSION").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def apps():
+    return {name: testinfra.get_host(f"podman://{name}") for name in APPS}
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """Sources of the sample app as 2.0.0, and as a 3.0.0 whose health
+    endpoint answers 500 (it starts and serves `/` otherwise)."""
+    root = tmp_path_factory.mktemp("releases")
+    sources = {}
+    for version in ("2.0.0", "3.0.0"):
+        target = root / version
+        shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
+        (target / "VERSION").write_text(version + "\n")
+        sources[version] = target
+    main = sources["3.0.0"] / "main.py"
+    code = main.read_text()
+    healthy = 'return {"status": "ok", "version": VERSION}'
+    assert healthy in code
+    main.write_text(
+        code.replace(healthy, 'from fastapi.responses import JSONResponse\n    return JSONResponse({"status": "broken"}, 500)')
+    )
+    return sources
+
+
+def live(app):
+    return app.check_output("basename $(readlink /srv/hello/current)")
+
+
+def previous(app):
+    return app.check_output("basename $(readlink /srv/hello/previous)")
+
+
+def last_log_entry(app):
+    return json.loads(app.check_output(f"tail -n 1 {DEPLOY_LOG}"))
+
+
+def masters(apps):
+    return {name: main_pid(app, "hello.service") for name, app in apps.items()}
+
+
+def lives(apps):
+    return {name: live(app) for name, app in apps.items()}
+
+
+def assert_all_in_service(host):
+    entries = host.check_output("grep -h '^server ' /etc/nginx/asgi-upstreams/hello/*.conf")
+    assert entries.count("server ") == 3 and " down;" not in entries, entries
+
+
+def assert_no_failures(load):
+    assert load["requests"] > 100, load
+    assert load["failed"] == 0, load
+
+
+def test_load_balancer_spreads_requests_over_every_app_server(host):
+    load, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    assert rc == 0, err
+    assert_no_failures(load)
+    assert set(load["hosts"]) == set(APPS), load
+
+
+def test_app_servers_answer_only_the_load_balancer_and_believe_only_it(host, apps):
+    # Through the load balancer, a forged client address is replaced.
+    through = http_get(host, "/request", vhost=VHOST, headers={"X-Forwarded-For": "6.6.6.6"})
+    assert through["status"] == 200 and through["json"]["client"] == "127.0.0.1", through
+    # The load balancer itself is trusted: what it forwards is believed.
+    direct = http_get(host, "/request", vhost=VHOST, address="asgi-app2", port=8000,
+                      headers={"X-Forwarded-For": "7.7.7.7"})
+    assert direct["status"] == 200 and direct["json"]["client"] == "7.7.7.7", direct
+    # Another app server is not, whatever it claims.
+    other = http_get(apps["asgi-app1"], "/request", vhost=VHOST, address="asgi-app2", port=8000,
+                     headers={"X-Forwarded-For": "10.0.0.1"})
+    assert other["status"] == 403, other
+
+
+def test_a_dead_app_server_costs_no_request(host, apps):
+    """Connection errors move a GET to the next server (passive health
+    checks then rest the dead one): nginx stopped on one app server under
+    load loses nothing."""
+    victim = apps["asgi-app3"]
+
+    def outage():
+        victim.check_output("systemctl stop nginx")
+        time.sleep(4)
+        victim.check_output("systemctl start nginx")
+        time.sleep(2)
+
+    load, _ = load_while(host, outage, vhost=VHOST)
+    assert_no_failures(load)
+    assert set(load["hosts"]) == set(APPS), load
+    config = host.check_output("nginx -T 2>/dev/null")
+    assert "proxy_next_upstream error timeout http_502 http_504;" in config
+    assert "non_idempotent" not in config
+
+
+def prestart_runs(apps):
+    """Lines the prestart hook wrote, on all hosts together."""
+    return sum(len(app.check_output("cat /var/lib/hello/prestart.log").split()) for app in apps.values())
+
+
+def test_deploy_under_load_switches_every_host_and_locks_out_a_second_one(host, apps, releases):
+    before = lives(apps)
+    hooks = prestart_runs(apps)
+    # The hosts that do not build cannot reach the package index at all:
+    # they install the bundle's wheels offline.
+    for name in APPS[1:]:
+        apps[name].check_output("cp /etc/hosts /etc/hosts.test && echo '127.0.0.9 pypi.org files.pythonhosted.org' >> /etc/hosts")
+    args = ["-e", f"app_source_dir={releases['2.0.0']}"]
+
+    def two_deploys():
+        first = start_playbook(DEPLOY, *args)
+        try:
+            deadline = time.monotonic() + 180
+            while not apps["asgi-app1"].file(f"{LOCK}/owner").exists:
+                assert first.poll() is None and time.monotonic() < deadline, "the first deploy never took the lock"
+                time.sleep(0.5)
+            second = playbook(DEPLOY, *args)
+            out, _ = first.communicate(timeout=900)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        return first.returncode, out, second
+
+    try:
+        load, (rc, out, second) = load_while(host, two_deploys, vhost=VHOST)
+    finally:
+        for name in APPS[1:]:
+            apps[name].run("mv /etc/hosts.test /etc/hosts")
+
+    assert rc == 0, out[-5000:]
+    # The second deploy failed at the lock, before any change, naming the holder.
+    assert second.returncode != 0
+    assert "hello is locked: another deploy" in second.stdout + second.stderr, second.stderr[-3000:]
+    assert recap(second.stdout).get("changed", 0) == 0, second.stdout[-3000:]
+
+    assert_no_failures(load)
+    after = lives(apps)
+    assert len(set(after.values())) == 1, after
+    release = after["asgi-app1"]
+    assert release != before["asgi-app1"]
+    # Both releases answered during the deploy: the switch is seen.
+    assert set(load["versions"]) == {VERSION_1, "2.0.0"}, load
+    assert {before["asgi-app1"], release} <= set(load["releases"]), load
+    for name, app in apps.items():
+        entry = last_log_entry(app)
+        assert entry["release"] == release and entry["outcome"] == "switched", entry
+        assert entry["from"] == before[name] and entry["by"] and entry["action"] == "deploy", entry
+        assert "installed=bundle" in app.file(f"/srv/hello/releases/{release}/.release").content_string
+        assert previous(app) == before[name]
+    # The prestart hook ran once for the deploy, on one host.
+    assert prestart_runs(apps) == hooks + 1
+    assert not apps["asgi-app1"].file(LOCK).exists
+    assert_all_in_service(host)
+
+
+def test_rolling_restart_under_load_restarts_every_host(host, apps):
+    before = masters(apps)
+    load, run = load_while(host, lambda: playbook(ROLLING_RESTART), vhost=VHOST)
+    assert_ran(run)
+    assert_no_failures(load)
+    after = masters(apps)
+    assert all(after[name] != before[name] for name in APPS), (before, after)
+    for app in apps.values():
+        assert last_log_entry(app)["outcome"] == "restarted"
+    assert_all_in_service(host)
+
+
+def test_rollback_under_load_goes_back_to_the_previous_release(host, apps):
+    before = lives(apps)
+    targets = {name: previous(app) for name, app in apps.items()}
+    load, run = load_while(host, lambda: playbook(ROLLBACK), vhost=VHOST)
+    assert_ran(run)
+    assert_no_failures(load)
+    assert lives(apps) == targets
+    assert set(load["versions"]) == {VERSION_1, "2.0.0"}, load
+    for name, app in apps.items():
+        assert previous(app) == before[name]
+        assert last_log_entry(app)["outcome"] == "rolled-back"
+    assert_all_in_service(host)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-e", "rollback_to=no-such-release"], "has no complete release no-such-release"),
+        (["-e", "rollback_to=../etc"], "rollback_to must be a release id"),
+        (["-e", "deploy_serial=0"], "deploy_serial must be a host count"),
+    ],
+)
+def test_bad_rollback_input_changes_nothing(host, apps, args, message):
+    before = (lives(apps), masters(apps))
+    run = playbook(ROLLBACK, *args)
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-3000:]
+    assert recap(run.stdout).get("changed", 0) == 0, run.stdout[-3000:]
+    assert (lives(apps), masters(apps)) == before
+    assert not apps["asgi-app1"].file(LOCK).exists
+
+
+def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, releases):
+    before_live, before_masters = lives(apps), masters(apps)
+    args = ["-e", f"app_source_dir={releases['3.0.0']}", "-e", "app_health_timeout=10"]
+    load, run = load_while(host, lambda: playbook(DEPLOY, *args), vhost=VHOST)
+    assert run.returncode != 0
+    output = " ".join((run.stdout + run.stderr).split())
+    assert "did not answer /health with 200" in output, output[-5000:]
+    assert "failed on asgi-app1" in output and f"back on release {before_live['asgi-app1']}" in output, output[-5000:]
+    # Zero failed requests, and no answer ever came from the broken release.
+    assert_no_failures(load)
+    assert "3.0.0" not in load["versions"], load
+    # The first host is back on its release; the others were not touched.
+    assert lives(apps) == before_live
+    after_masters = masters(apps)
+    assert after_masters["asgi-app1"] != before_masters["asgi-app1"]
+    assert {n: after_masters[n] for n in APPS[1:]} == {n: before_masters[n] for n in APPS[1:]}
+    entry = last_log_entry(apps["asgi-app1"])
+    assert entry["outcome"] == "failed, restored" and "did not answer" in entry["message"], entry
+    assert not apps["asgi-app1"].file(LOCK).exists
+    assert_all_in_service(host)
+    after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    assert after["failed"] == 0 and set(after["hosts"]) == set(APPS), after
+
+
+def test_a_drained_server_stays_out_even_through_site_yml_until_put_back(host):
+    assert_ran(playbook(DRAIN, "--limit", "asgi-app3"))
+    drained, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    # site.yml keeps a drained server drained (and changes nothing else).
+    assert_check_mode_changes_nothing()
+    back = assert_ran(playbook(DRAIN, "--limit", "asgi-app3", "-e", "nginx_drain=false"))
+    restored, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    assert drained["failed"] == 0 and set(drained["hosts"]) == set(APPS[:2]), drained
+    assert back.get("changed", 0) >= 1
+    assert restored["failed"] == 0 and set(restored["hosts"]) == set(APPS), restored
