@@ -12,7 +12,7 @@ DISTRO     ?= $(or $(MOLECULE_DISTRO),debian12)
 DEMO_PORT  ?= 8080
 SCENARIO   ?=
 # Scenarios `make test` runs, in order.
-SCENARIOS  := default tls supervisor circus
+SCENARIOS  := default tls supervisor circus cluster
 
 APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
