@@ -169,7 +169,8 @@ def test_deploy_under_load_switches_every_host_and_locks_out_a_second_one(host, 
         load, (rc, out, second) = load_while(host, two_deploys, vhost=VHOST)
     finally:
         for name in APPS[1:]:
-            apps[name].run("mv /etc/hosts.test /etc/hosts")
+            # /etc/hosts is a bind mount in the container: rewrite it in place.
+            apps[name].check_output("cat /etc/hosts.test > /etc/hosts && rm /etc/hosts.test")
 
     assert rc == 0, out[-5000:]
     # The second deploy failed at the lock, before any change, naming the holder.
@@ -212,8 +213,10 @@ def test_rolling_restart_under_load_restarts_every_host(host, apps):
 def test_rollback_under_load_goes_back_to_the_previous_release(host, apps):
     before = lives(apps)
     targets = {name: previous(app) for name, app in apps.items()}
-    load, run = load_while(host, lambda: playbook(ROLLBACK), vhost=VHOST)
+    # Two hosts per batch: two batches for three hosts.
+    load, run = load_while(host, lambda: playbook(ROLLBACK, "-e", "deploy_serial=2"), vhost=VHOST)
     assert_ran(run)
+    assert run.stdout.count("PLAY [Roll back the hosts, one batch at a time]") == 2, run.stdout[-3000:]
     assert_no_failures(load)
     assert lives(apps) == targets
     assert set(load["versions"]) == {VERSION_1, "2.0.0"}, load
@@ -243,7 +246,8 @@ def test_bad_rollback_input_changes_nothing(host, apps, args, message):
 
 def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, releases):
     before_live, before_masters = lives(apps), masters(apps)
-    args = ["-e", f"app_source_dir={releases['3.0.0']}", "-e", "app_health_timeout=10"]
+    # Installed from the package index on each host this time (no bundle).
+    args = ["-e", f"app_source_dir={releases['3.0.0']}", "-e", "app_health_timeout=10", "-e", "deploy_wheelhouse=false"]
     load, run = load_while(host, lambda: playbook(DEPLOY, *args), vhost=VHOST)
     assert run.returncode != 0
     output = " ".join((run.stdout + run.stderr).split())
@@ -259,6 +263,10 @@ def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, rel
     assert {n: after_masters[n] for n in APPS[1:]} == {n: before_masters[n] for n in APPS[1:]}
     entry = last_log_entry(apps["asgi-app1"])
     assert entry["outcome"] == "failed, restored" and "did not answer" in entry["message"], entry
+    # Every host staged the rejected release from the index; only the first
+    # one ever ran it.
+    for app in apps.values():
+        assert "installed=index" in app.file(f"/srv/hello/releases/{entry['release']}/.release").content_string
     assert not apps["asgi-app1"].file(LOCK).exists
     assert_all_in_service(host)
     after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
