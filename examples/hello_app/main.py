@@ -46,6 +46,16 @@ def request_info(request: Request) -> dict:
     }
 
 
+@app.get("/credentials")
+def credentials() -> dict:
+    """Names and sizes of the systemd credentials this process can read (never their values)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {"credentials": {}}
+    files = sorted(Path(directory).iterdir())
+    return {"credentials": {path.name: len(path.read_bytes()) for path in files}}
+
+
 @app.websocket("/ws")
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
