@@ -83,6 +83,32 @@ def assert_active(host, unit):
     assert service.is_running, f"{unit} is not active:\n{journal(host, unit)}"
 
 
+_MOUNT_OPTIONS = r"""
+import sys
+best = ("", "")
+for line in open(f"/proc/{sys.argv[1]}/mountinfo"):
+    fields = line.split()
+    point, options = fields[4], fields[5]
+    if (sys.argv[2] + "/").startswith(point.rstrip("/") + "/") and len(point) >= len(best[0]):
+        best = (point, options)
+print(best[1])
+"""
+
+
+def mount_options(host, pid, path):
+    """Mount options of `path` as process `pid` sees it (its own mount
+    namespace, so a service's sandbox shows)."""
+    return host.check_output(f"python3 -c {shlex.quote(_MOUNT_OPTIONS)} {pid} {shlex.quote(path)}").split(",")
+
+
+def exposure(host, unit):
+    """systemd-analyze security's overall exposure of a unit."""
+    report = host.check_output(f"systemd-analyze security --no-pager {shlex.quote(unit)}")
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", report)
+    assert match, report
+    return float(match.group(1)), report
+
+
 def main_pid(host, unit):
     return int(host.check_output(f"systemctl show -p MainPID --value {shlex.quote(unit)}"))
 

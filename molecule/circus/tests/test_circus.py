@@ -7,7 +7,7 @@ import json
 import pytest
 from manager_suite import *  # noqa: F403 -- the shared tests run here too
 from manager_suite import APP, VHOST, Manager, expected_workers, uvicorn_pids, wait_for_workers
-from testlib import assert_ran, converge, http_get, load_while, main_pid
+from testlib import assert_ran, converge, exposure, http_get, load_while, main_pid
 
 CIRCUS = Manager(name="circus", unit=f"{APP}-circus.service", log=f"/var/log/circus/{APP}.access.log")
 CIRCUSCTL = f"/opt/circus/bin/circusctl --endpoint ipc:///run/{APP}-circus/endpoint.ipc"
@@ -25,6 +25,16 @@ def test_circus_runs_from_its_own_virtualenv(host):
     assert host.run(f"/srv/{APP}/current/venv/bin/python -c 'import circus'").rc != 0
     assert host.run("/opt/circus/bin/python -c 'import fastapi'").rc != 0
     assert host.check_output(f"{CIRCUSCTL} status {APP}") == "active"
+
+
+def test_circusd_runs_with_its_sandbox(host):
+    level, report = exposure(host, CIRCUS.unit)
+    # circusd starts as root to switch its processes to the app user, so it
+    # keeps three capabilities; gunicorn's unit (never root) rates 1.1.
+    assert level < 3.0, report
+    caps = host.check_output(f"systemctl show -p CapabilityBoundingSet --value {CIRCUS.unit}").split()
+    assert sorted(caps) == ["cap_kill", "cap_setgid", "cap_setuid"], caps
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200
 
 
 def socket_inode(host):

@@ -47,11 +47,12 @@ def apps():
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory):
-    """Sources of the sample app as 2.0.0, and as a 3.0.0 whose health
-    endpoint answers 500 (it starts and serves `/` otherwise)."""
+    """Sources of the sample app as 2.0.0, as a 3.0.0 whose health
+    endpoint answers 500 (it starts and serves `/` otherwise), and as a
+    4.0.0 that crashes on start (its module raises on import)."""
     root = tmp_path_factory.mktemp("releases")
     sources = {}
-    for version in ("2.0.0", "3.0.0"):
+    for version in ("2.0.0", "3.0.0", "4.0.0"):
         target = root / version
         shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
         (target / "VERSION").write_text(version + "\n")
@@ -63,6 +64,8 @@ def releases(tmp_path_factory):
     main.write_text(
         code.replace(healthy, 'from fastapi.responses import JSONResponse\n    return JSONResponse({"status": "broken"}, 500)')
     )
+    crashing = sources["4.0.0"] / "main.py"
+    crashing.write_text(crashing.read_text() + '\nraise RuntimeError("release 4.0.0 cannot start: no database")\n')
     return sources
 
 
@@ -267,6 +270,28 @@ def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, rel
     # one ever ran it.
     for app in apps.values():
         assert "installed=index" in app.file(f"/srv/hello/releases/{entry['release']}/.release").content_string
+    assert not apps["asgi-app1"].file(LOCK).exists
+    assert_all_in_service(host)
+    after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    assert after["failed"] == 0 and set(after["hosts"]) == set(APPS), after
+
+
+def test_release_crashing_on_start_fails_the_deploy_and_the_previous_keeps_serving(host, apps, releases):
+    before_live, before_masters = lives(apps), masters(apps)
+    args = ["-e", f"app_source_dir={releases['4.0.0']}", "-e", "app_health_timeout=10"]
+    load, run = load_while(host, lambda: playbook(DEPLOY, *args), vhost=VHOST)
+    assert run.returncode != 0
+    output = " ".join((run.stdout + run.stderr).split())
+    assert "failed on asgi-app1" in output and f"back on release {before_live['asgi-app1']}" in output, output[-5000:]
+    # The crash is on record in the first host's journal.
+    crash = apps["asgi-app1"].run("journalctl -u hello.service --no-pager | grep -c 'release 4.0.0 cannot start'")
+    assert int(crash.stdout.strip() or 0) >= 1, crash
+    assert_no_failures(load)
+    assert "4.0.0" not in load["versions"], load
+    assert lives(apps) == before_live
+    after_masters = masters(apps)
+    assert {n: after_masters[n] for n in APPS[1:]} == {n: before_masters[n] for n in APPS[1:]}
+    assert last_log_entry(apps["asgi-app1"])["outcome"] == "failed, restored"
     assert not apps["asgi-app1"].file(LOCK).exists
     assert_all_in_service(host)
     after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)

@@ -2,7 +2,6 @@
 activation behind nginx, checked on the running host."""
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -11,11 +10,12 @@ from testlib import (
     assert_check_mode_changes_nothing,
     assert_active,
     child_pids,
+    exposure,
     http_get,
     journal,
     main_pid,
+    mount_options,
     playbook,
-    recap,
     under_load,
     vcpus,
 )
@@ -165,10 +165,8 @@ def test_app_user_cannot_change_code_or_nginx_files(host, target):
 
 
 def test_service_sandbox_exposure_is_at_most_2(host):
-    report = host.check_output(f"systemd-analyze security --no-pager {APP}.service")
-    match = re.search(rf"Overall exposure level for {APP}\.service: (\d+\.\d+)", report)
-    assert match, report
-    assert float(match.group(1)) <= 2.0, report
+    level, report = exposure(host, f"{APP}.service")
+    assert level <= 2.0, report
     # The sandbox is in force on the running service, which serves.
     shown = host.check_output(
         f"systemctl show -p ProtectSystem,PrivateUsers,NoNewPrivileges,CapabilityBoundingSet,RestrictNamespaces {APP}.service"
@@ -179,30 +177,14 @@ def test_service_sandbox_exposure_is_at_most_2(host):
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
 
 
-MOUNT_OPTIONS = r"""
-import sys
-best = ("", "")
-for line in open(f"/proc/{sys.argv[1]}/mountinfo"):
-    fields = line.split()
-    point, options = fields[4], fields[5]
-    if (sys.argv[2] + "/").startswith(point.rstrip("/") + "/") and len(point) >= len(best[0]):
-        best = (point, options)
-print(best[1])
-"""
-
-
 def test_service_cannot_write_its_code_even_as_owner(host):
     # In the service's mount namespace the release tree is read-only
     # (ProtectSystem=strict), whatever its permissions; the state
     # directory is the one writable place.
     master = main_pid(host, f"{APP}.service")
-
-    def options(path):
-        return host.check_output(f"python3 -c {shlex.quote(MOUNT_OPTIONS)} {master} {path}").split(",")
-
-    assert "ro" in options(f"/srv/{APP}/releases")
-    assert "ro" in options("/etc")
-    assert "rw" in options(f"/var/lib/{APP}")
+    assert "ro" in mount_options(host, master, f"/srv/{APP}/releases")
+    assert "ro" in mount_options(host, master, "/etc")
+    assert "rw" in mount_options(host, master, f"/var/lib/{APP}")
 
 
 def test_credentials_reach_the_app_but_not_its_environment(host):
@@ -263,12 +245,15 @@ def test_access_log_goes_to_the_journal(host):
 
 def test_killed_master_comes_back_and_the_socket_queues_meanwhile(host):
     master = main_pid(host, f"{APP}.service")
-    # While systemd restarts the service (RestartSec=1) no process listens:
-    # new connections wait in the socket's backlog and are answered after.
+    workers = child_pids(host, master)
+    # While systemd restarts the service (RestartSec=1) no new process
+    # listens: new connections wait in the socket's backlog and are
+    # answered after. The old workers finish what they hold, then exit.
     load, rc, err = under_load(host, f"kill -9 {master}; sleep 4", vhost=VHOST, duration=8, concurrency=4)
     assert rc == 0, err
     assert_active(host, f"{APP}.service")
     assert main_pid(host, f"{APP}.service") != master
+    assert not [pid for pid in workers if host.file(f"/proc/{pid}").exists], workers
     assert int(host.check_output(f"systemctl show -p NRestarts --value {APP}.service")) >= 1
     assert load["requests"] > 50, load
     assert load["failed"] == 0, f"{load}\n{journal(host, APP)}"
