@@ -235,6 +235,7 @@ def test_rollback_under_load_goes_back_to_the_previous_release(host, apps):
         (["-e", "rollback_to=no-such-release"], "has no complete release no-such-release"),
         (["-e", "rollback_to=../etc"], "rollback_to must be a release id"),
         (["-e", "deploy_serial=0"], "deploy_serial must be a host count"),
+        (["-e", "deploy_wheelhouse=maybe"], "deploy_wheelhouse must be true or false"),
     ],
 )
 def test_bad_rollback_input_changes_nothing(host, apps, args, message):
