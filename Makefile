@@ -15,6 +15,7 @@ SCENARIO   ?=
 SCENARIOS  := default tls supervisor circus cluster
 
 APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl
+BENCH_APT_PACKAGES := wrk openssh-client
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export MOLECULE_DISTRO := $(DISTRO)
@@ -23,13 +24,14 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := $(if $(CI),0,1)
 export PY_COLORS := $(if $(CI),0,1)
 
-.PHONY: help bootstrap deps venv image demo demo-down test lint clean
+.PHONY: help bootstrap deps venv image demo demo-down test lint bench clean
 
 help:
 	@echo "make demo        provision the local demo host and print its URL"
 	@echo "make demo-down   remove the demo host"
 	@echo "make test        lint and run every molecule scenario (SCENARIO=name for one)"
 	@echo "make lint        ansible-lint (production profile) and yamllint"
+	@echo "make bench       benchmarks on local podman hosts (about 20 minutes)"
 
 bootstrap: deps venv image
 
@@ -67,6 +69,19 @@ demo-down: venv
 lint: venv
 	yamllint --strict .
 	ansible-lint
+
+# Provisioning, serving (wrk), worker counts, rolling restart and deploy
+# timings on local podman hosts reached over SSH: a table on stdout and
+# bench/results/<timestamp>.json, .md and .png. Exits 1 if a target is missed.
+# wrk and ssh join the Debian packages `deps` installs (a target-specific
+# value reaches the prerequisites).
+bench: APT_PACKAGES += $(BENCH_APT_PACKAGES)
+bench: bootstrap $(VENV)/.bench-installed
+	cd bench && python run.py $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(VENV)/bin/pip install -q -r bench/requirements.txt
+	touch $@
 
 # Each scenario is one pytest test that runs `molecule test`, so the run ends
 # with pytest's summary line. SCENARIO=name runs just that one, without lint.

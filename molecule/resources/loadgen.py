@@ -6,6 +6,8 @@ or MAX_REQUESTS requests, or until STOP_FILE exists, whichever comes
 first (never past HARD_MAX_SECONDS), then prints a JSON
 summary: requests, ok, failed, the statuses and errors seen, and which
 versions, releases, hosts and worker pids answered (from the sample app's JSON).
+With --timeline FILE it also writes every request's start (seconds after
+`t0`, a Unix time), latency (ms) and outcome, for the benchmarks' plots.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import time
 import urllib.parse
 
 HARD_MAX_SECONDS = 300
-HARD_MAX_REQUESTS = 200_000
+HARD_MAX_REQUESTS = 1_000_000
 
 
 # A keep-alive connection the server closes while a request is being sent
@@ -41,7 +43,7 @@ def fetch(args, url, conn):
     return conn, response.status, body
 
 
-def client(args, deadline, budget, lock, stats):
+def client(args, deadline, budget, lock, stats, timeline):
     url = urllib.parse.urlsplit(args.url)
     conn = None
     while time.monotonic() < deadline and not stats["stopped"]:
@@ -49,6 +51,7 @@ def client(args, deadline, budget, lock, stats):
             if budget[0] <= 0:
                 return
             budget[0] -= 1
+        began = time.monotonic()
         try:
             try:
                 conn, status, body = fetch(args, url, conn)
@@ -67,8 +70,12 @@ def client(args, deadline, budget, lock, stats):
             with lock:
                 stats["failed"] += 1
                 stats["errors"][type(exc).__name__] += 1
+            if timeline is not None:
+                timeline.append((began, time.monotonic() - began, 0))
             time.sleep(0.01)
             continue
+        if timeline is not None:
+            timeline.append((began, time.monotonic() - began, int(200 <= status < 300)))
         answer = {}
         try:
             answer = json.loads(body)
@@ -97,6 +104,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", default="", help="stop early once this file exists")
+    parser.add_argument("--timeline", default="", help="write every request's start, latency and outcome here")
     args = parser.parse_args()
 
     duration = min(args.duration, HARD_MAX_SECONDS)
@@ -114,10 +122,13 @@ def main():
         "retried_stale_connections": 0,
     }
     lock = threading.Lock()
+    # list.append is atomic: the clients share one list without the lock.
+    timeline = [] if args.timeline else None
+    wall_start = time.time()
     started = time.monotonic()
     deadline = started + duration
     threads = [
-        threading.Thread(target=client, args=(args, deadline, budget, lock, stats), daemon=True)
+        threading.Thread(target=client, args=(args, deadline, budget, lock, stats, timeline), daemon=True)
         for _ in range(max(1, args.concurrency))
     ]
     for thread in threads:
@@ -132,6 +143,10 @@ def main():
     stats["stopped"] = stats["stopped"] or "deadline"
     stats["requests"] = stats["ok"] + stats["failed"]
     stats["seconds"] = round(time.monotonic() - started, 2)
+    if timeline is not None:
+        records = sorted((round(t - started, 4), round(latency * 1000, 2), ok) for t, latency, ok in timeline)
+        with open(args.timeline, "w", encoding="utf-8") as out:
+            json.dump({"t0": wall_start, "columns": ["start_s", "latency_ms", "ok"], "records": records}, out)
     print(json.dumps(stats, sort_keys=True))
 
 

@@ -1,0 +1,149 @@
+"""What the benchmarks measure with: wrk (Debian's package) and its
+latency distribution, processes' memory read from /proc inside a host,
+gunicorn's worker count, the load generator's timeline, and each host's
+window in a rolling run (from Ansible's JSON callback)."""
+
+import datetime
+import json
+import re
+import statistics
+import time
+
+from hosts import in_host, run
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url, host_header, seconds, connections=32, threads=2):
+    """One wrk run: requests/s, p50/p99 latency (ms), errors."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-H", f"Host: {host_header}", url]
+    return parse_wrk(run(argv, timeout=seconds + 60).stdout)
+
+
+def parse_wrk(output):
+    def latency(percent):
+        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        return round(float(found.group(1)) * UNITS_MS[found.group(2)], 3) if found else None
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    total = re.search(r"^\s+(\d+) requests in", output, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    if not rps or not total:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    return {"rps": float(rps.group(1)), "requests": int(total.group(1)), "errors": errors,
+            "p50_ms": latency(50), "p99_ms": latency(99)}
+
+
+def main_pid(host, unit):
+    return int(in_host(host, f"systemctl show -P MainPID {unit}").strip())
+
+
+def workers(host, master):
+    return [int(pid) for pid in in_host(host, f"pgrep -P {master} || true").split()]
+
+
+def memory(host, pids):
+    """RSS and PSS (MiB) of each process: PSS shares the pages forked
+    workers have in common, so it is what each really costs."""
+    script = " ; ".join(
+        f"echo {pid} $(awk '/^Rss:/{{r=$2}} /^Pss:/{{p=$2}} END{{print r, p}}' /proc/{pid}/smaps_rollup)"
+        for pid in pids
+    )
+    found = {}
+    for line in in_host(host, script).splitlines():
+        pid, rss, pss = line.split()
+        found[int(pid)] = {"rss_mib": round(int(rss) / 1024, 1), "pss_mib": round(int(pss) / 1024, 1)}
+    return found
+
+
+def set_workers(host, unit, count, timeout=60):
+    """Grow or shrink gunicorn's workers to `count` with TTIN/TTOU (one
+    worker per signal), then wait until exactly that many run and have
+    imported the app."""
+    master = main_pid(host, unit)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = len(workers(host, master))
+        if now == count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{unit}: {now} workers, wanted {count}")
+        signal = "TTIN" if now < count else "TTOU"
+        for _ in range(abs(count - now)):
+            in_host(host, f"kill -s {signal} {master}")
+            time.sleep(0.2)
+        time.sleep(1.5)
+    time.sleep(2)
+    return master
+
+
+def buckets(timeline, width=1.0):
+    """Per-second requests, failures and latency percentiles of a load
+    generator timeline; times are Unix seconds."""
+    t0 = timeline["t0"]
+    slots = {}
+    for start, latency_ms, ok in timeline["records"]:
+        slots.setdefault(int(start // width), []).append((latency_ms, ok))
+    series = []
+    for slot in range(0, max(slots) + 1 if slots else 0):
+        items = slots.get(slot, [])
+        latencies = sorted(latency for latency, _ in items)
+        series.append({
+            "t": round(t0 + slot * width, 3),
+            "requests": len(items),
+            "failed": sum(1 for _, ok in items if not ok),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+        })
+    return series
+
+
+def percentile(sorted_values, percent):
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
+    return round(sorted_values[index], 2)
+
+
+def window_stats(timeline, start, end):
+    """Requests, failures and p50/p99 of the requests started in [start, end)."""
+    t0 = timeline["t0"]
+    chosen = [(lat, ok) for s, lat, ok in timeline["records"] if start <= t0 + s < end]
+    latencies = sorted(lat for lat, _ in chosen)
+    seconds = max(end - start, 1e-9)
+    return {"seconds": round(end - start, 1), "requests": len(chosen), "failed": sum(1 for _, ok in chosen if not ok),
+            "rps": round(len(chosen) / seconds, 1),
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def host_windows(json_output, play_name):
+    """{host: [start, end]} (Unix seconds) of each batch of the play named
+    play_name, from ansible.posix.json's output: with `serial`, every
+    batch is reported as a play of its own, with its tasks' times."""
+    report = json.loads(json_output[json_output.index("{"):])
+    windows = {}
+    for play in report["plays"]:
+        if play["play"]["name"] != play_name:
+            continue
+        hosts = set()
+        starts, ends = [], []
+        for task in play["tasks"]:
+            hosts.update(task["hosts"])
+            starts.append(unix(task["task"]["duration"]["start"]))
+            if task["task"]["duration"].get("end"):
+                ends.append(unix(task["task"]["duration"]["end"]))
+        for host in hosts:
+            windows[host] = [min(starts), max(ends)]
+    return windows
+
+
+def unix(stamp):
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None

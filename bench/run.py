@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""The benchmarks (`make bench`): local podman hosts, provisioned over SSH.
+
+1. provisioning: site.yml on a fresh host, then again (a no-op);
+2. serving, with wrk against one host in one run: through nginx to the
+   app's socket (this project), straight to gunicorn over TCP, and through
+   a naive nginx (TCP to gunicorn, no upstream keep-alive);
+3. worker-count policies on that host: throughput and memory;
+4. rolling restart of three app servers behind a load balancer under
+   load: requests/s and latency over time, each host's window;
+5. deploy of a release to the three: wheelhouse built once versus every
+   host installing from the package index.
+
+Prints a table, writes bench/results/<timestamp>.json, .png and .md, and
+exits 1 if a target is missed. Configurations are compared within one
+run: the machine's absolute figures are noisy.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from hosts import PREFIX, PROJECT, Ansible, Hosts, in_host, podman, run
+from measure import buckets, host_windows, main_pid, median_of, memory, set_workers, window_stats, workers, wrk
+
+APP_HOSTS = [PREFIX + "app1", PREFIX + "app2", PREFIX + "app3"]
+LB = PREFIX + "lb"
+VHOST = "hello.bench.test"
+UNIT = "hello.service"
+SAMPLE = PROJECT / "examples" / "hello_app"
+LOADGEN = PROJECT / "molecule" / "resources" / "loadgen.py"
+PHASES = ["provisioning", "serving", "workers", "rolling", "deploy"]
+
+COMMON = {
+    "app_name": "hello",
+    "app_module": "main:app",
+    "nginx_server_names": [VHOST],
+    "app_env": {"HELLO_GREETING": "Hello from the benchmarks"},
+}
+CLUSTER = {
+    "app_servers": {
+        "nginx_http_port": 8000,
+        "nginx_trusted_proxies": (
+            "{{ groups['load_balancers'] | map('extract', hostvars, "
+            "['ansible_facts', 'default_ipv4', 'address']) | list }}"
+        ),
+    },
+    "load_balancers": {"nginx_upstream_group": "app_servers"},
+}
+TARGETS = {
+    "noop_over_first": ("<=", 0.25),
+    "nginx_over_direct": (">=", 0.8),
+    "nginx_over_naive": (">=", 1.8),
+    "rolling_failed": ("==", 0),
+}
+
+
+def log(message):
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+# --- 1. provisioning ---------------------------------------------------------
+
+def provisioning(hosts, ansible, results):
+    log("provisioning: a fresh host, site.yml twice")
+    hosts.create(APP_HOSTS[0])
+    inventory = hosts.write_inventory({"app_servers": [APP_HOSTS[0]]}, {"all": COMMON})
+    first, _, first_recap = ansible.playbook(inventory, "site.yml")
+    noop, _, noop_recap = ansible.playbook(inventory, "site.yml")
+    if noop_recap.get("changed", 0) != 0:
+        raise RuntimeError(f"the second site.yml run changed something: {noop_recap}")
+    results["provisioning"] = {
+        "first_s": round(first, 1), "noop_s": round(noop, 1), "noop_over_first": round(noop / first, 3),
+        "first_recap": first_recap, "noop_recap": noop_recap,
+    }
+
+
+# --- 2. serving -------------------------------------------------------------
+
+def direct_unit(host):
+    """hello.service as the role wrote it (same gunicorn.conf.py, workers,
+    sandbox), but gunicorn binding TCP 0.0.0.0:8001 itself."""
+    lines = []
+    for line in in_host(host, f"cat /etc/systemd/system/{UNIT}").splitlines():
+        if line.startswith(("Requires=", "After=")):
+            continue
+        if line.startswith("ExecStart="):
+            line += " --bind 0.0.0.0:8001 --no-control-socket"
+        if line.startswith("RuntimeDirectory="):
+            line = "RuntimeDirectory=hello-bench-direct"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+NAIVE_SITE = f"""# The set-up copied from a blog post: TCP to gunicorn, HTTP/1.0, a new
+# connection for every request (no upstream block, no keepalive).
+server {{
+    listen 8002;
+    server_name {VHOST};
+    location / {{
+        proxy_pass http://127.0.0.1:8001;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+}}
+"""
+
+
+def put_file(host, path, content):
+    with tempfile.NamedTemporaryFile("w", delete=False) as tmp:
+        tmp.write(content)
+    try:
+        podman("cp", tmp.name, f"{host}:{path}")
+        in_host(host, f"chown root:root {path} && chmod 0644 {path}")
+    finally:
+        os.unlink(tmp.name)
+
+
+def answers(url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request = urllib.request.Request(url, headers={"Host": VHOST})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def serving(hosts, results, seconds, rounds):
+    host = APP_HOSTS[0]
+    address = hosts.addresses[host]
+    log("serving: nginx -> socket, direct gunicorn, naive nginx -> TCP")
+    put_file(host, "/etc/systemd/system/hello-bench-direct.service", direct_unit(host))
+    put_file(host, "/etc/nginx/sites-enabled/zz-bench-naive", NAIVE_SITE)
+    in_host(host, "systemctl daemon-reload && systemctl start hello-bench-direct && nginx -t -q && systemctl reload nginx")
+    configs = {
+        "nginx_socket": f"http://{address}:80/",
+        "direct": f"http://{address}:8001/",
+        "naive": f"http://{address}:8002/",
+    }
+    try:
+        for url in configs.values():
+            answers(url)
+        runs = {name: [] for name in configs}
+        for index in range(rounds):
+            names = list(configs)
+            names = names[index % len(names):] + names[:index % len(names)]
+            for name in names:
+                wrk(configs[name], VHOST, 2)  # warm-up
+                runs[name].append(wrk(configs[name], VHOST, seconds))
+                log(f"  round {index + 1} {name}: {runs[name][-1]['rps']:.0f} req/s")
+        master = main_pid(host, UNIT)
+        mem = memory(host, workers(host, master))
+    finally:
+        in_host(host, "systemctl stop hello-bench-direct; rm -f /etc/systemd/system/hello-bench-direct.service "
+                      "/etc/nginx/sites-enabled/zz-bench-naive; systemctl daemon-reload; systemctl reload nginx")
+    summary = {name: summarise(runs[name]) for name in configs}
+    ours = summary["nginx_socket"]["rps"]
+    results["serving"] = {
+        "seconds": seconds, "rounds": rounds, "connections": 32, "configs": summary, "runs": runs,
+        "nginx_over_direct": round(ours / summary["direct"]["rps"], 3),
+        "nginx_over_naive": round(ours / summary["naive"]["rps"], 3),
+        "workers": len(mem),
+        "rss_per_worker_mib": round(sum(m["rss_mib"] for m in mem.values()) / len(mem), 1),
+        "pss_per_worker_mib": round(sum(m["pss_mib"] for m in mem.values()) / len(mem), 1),
+    }
+
+
+def summarise(runs):
+    return {key: median_of(runs, key) for key in ("rps", "p50_ms", "p99_ms")} | {
+        "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
+
+
+# --- 3. worker policies -----------------------------------------------------
+
+def worker_policies(hosts, results, seconds, rounds):
+    host = APP_HOSTS[0]
+    url = f"http://{hosts.addresses[host]}:80/"
+    cores = int(in_host(host, "nproc").strip())
+    default = len(workers(host, main_pid(host, UNIT)))
+    policies = {
+        "seeds: 1 per core, min 2": max(2, cores),
+        "n + 1": cores + 1,
+        "2n + 1": 2 * cores + 1,
+        "project default": default,
+    }
+    log(f"workers: {policies} on {cores} cores")
+    counts = sorted(set(policies.values()))
+    runs = {count: [] for count in counts}
+    mem = {}
+    for index in range(rounds):
+        order = counts if index % 2 == 0 else counts[::-1]
+        for count in order:
+            master = set_workers(host, UNIT, count)
+            wrk(url, VHOST, 2)
+            runs[count].append(wrk(url, VHOST, seconds))
+            log(f"  round {index + 1} {count} workers: {runs[count][-1]['rps']:.0f} req/s")
+            found = memory(host, [master, *workers(host, master)])
+            mem[count] = {
+                "total_pss_mib": round(sum(m["pss_mib"] for m in found.values()), 1),
+                "total_rss_mib": round(sum(m["rss_mib"] for m in found.values()), 1),
+            }
+    set_workers(host, UNIT, default)
+    results["workers"] = {
+        "cores": cores, "policies": policies,
+        "by_count": {str(count): summarise(runs[count]) | mem[count] for count in counts},
+        "runs": {str(count): runs[count] for count in counts},
+    }
+
+
+# --- 4. rolling restart -----------------------------------------------------
+
+def cluster(hosts, ansible, results):
+    log("cluster: a load balancer and two more app servers, site.yml")
+    hosts.create(LB, *APP_HOSTS[1:])
+    inventory = hosts.write_inventory(
+        {"load_balancers": [LB], "app_servers": APP_HOSTS},
+        {"all": COMMON, **CLUSTER},
+    )
+    seconds, _, summary = ansible.playbook(inventory, "site.yml")
+    results["cluster_site_s"] = round(seconds, 1)
+    results["cluster_site_recap"] = summary
+    answers(f"http://{hosts.addresses[LB]}/")
+    return inventory
+
+
+def rolling(hosts, ansible, inventory, results, workdir, lead=15, tail=10):
+    log("rolling restart under load through the load balancer")
+    stop = workdir / "stop-load"
+    stop.unlink(missing_ok=True)
+    timeline_file = workdir / "rolling-timeline.json"
+    load = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "--url", f"http://{hosts.addresses[LB]}/", "--host", VHOST,
+         "--concurrency", "8", "--duration", "280", "--max-requests", "1000000",
+         "--stop-file", str(stop), "--timeline", str(timeline_file)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(lead)
+        started = time.time()
+        _, result, _ = ansible.playbook(inventory, "playbooks/rolling_restart.yml", callback="ansible.posix.json")
+        ended = time.time()
+        time.sleep(tail)
+    finally:
+        stop.touch()
+        out, _ = load.communicate(timeout=120)
+    summary = json.loads(out)
+    timeline = json.loads(timeline_file.read_text())
+    windows = host_windows(result.stdout, "Restart the hosts, one batch at a time")
+    t0 = timeline["t0"]
+    results["rolling"] = {
+        "duration_s": round(ended - started, 1),
+        "requests": summary["requests"], "failed": summary["failed"],
+        "retried_stale_connections": summary["retried_stale_connections"],
+        "hosts_answering": summary["hosts"],
+        "before": window_stats(timeline, t0 + 2, started),
+        "during": window_stats(timeline, started, ended),
+        "after": window_stats(timeline, ended, t0 + summary["seconds"]),
+        "playbook": [started, ended],
+        "windows": windows,
+        "series": buckets(timeline),
+    }
+    results["rolling_failed"] = summary["failed"]
+
+
+# --- 5. deploy: wheelhouse versus index ---------------------------------------
+
+def deploys(hosts, ansible, inventory, results, workdir):
+    timings = {}
+    for version, wheelhouse in (("2.0.0", False), ("3.0.0", True)):
+        mode = "wheelhouse" if wheelhouse else "index"
+        log(f"deploy {version} to three hosts, {mode}")
+        source = workdir / f"release-{version}"
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.copytree(SAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
+        (source / "VERSION").write_text(version + "\n")
+        # Cold caches on every host, for both: what is measured is fetching
+        # the dependencies once or three times.
+        for host in APP_HOSTS:
+            in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+        seconds, _, summary = ansible.playbook(
+            inventory, "playbooks/deploy.yml",
+            "-e", f"app_source_dir={source}", "-e", f"deploy_wheelhouse={str(wheelhouse).lower()}")
+        seen = {answers(f"http://{hosts.addresses[LB]}/")["version"] for _ in range(6)}
+        if seen != {version}:
+            raise RuntimeError(f"after the {mode} deploy the load balancer answered {seen}")
+        timings[mode] = {"seconds": round(seconds, 1), "version": version, "recap": summary}
+    results["deploy"] = timings
+
+
+# --- report -----------------------------------------------------------------
+
+def verdicts(results):
+    found = {
+        "noop_over_first": results.get("provisioning", {}).get("noop_over_first"),
+        "nginx_over_direct": results.get("serving", {}).get("nginx_over_direct"),
+        "nginx_over_naive": results.get("serving", {}).get("nginx_over_naive"),
+        "rolling_failed": results.get("rolling_failed"),
+    }
+    checks = {}
+    for key, value in found.items():
+        if value is None:
+            continue
+        op, target = TARGETS[key]
+        met = {"<=": value <= target, ">=": value >= target, "==": value == target}[op]
+        checks[key] = {"value": value, "target": f"{op} {target}", "met": met}
+    return checks
+
+
+def table(results):
+    rows = []
+    add = rows.append
+    prov = results.get("provisioning")
+    if prov:
+        add(("Provisioning", "", ""))
+        add(("site.yml, fresh host", f"{prov['first_s']} s", recap_text(prov["first_recap"])))
+        add(("site.yml again (no-op)", f"{prov['noop_s']} s", recap_text(prov["noop_recap"])))
+    serve = results.get("serving")
+    if serve:
+        add((f"Serving (wrk -c{serve['connections']}, {serve['rounds']} x {serve['seconds']} s, median)", "", ""))
+        labels = {"nginx_socket": "nginx -> unix socket (this project)", "direct": "gunicorn direct (TCP)",
+                  "naive": "naive nginx -> TCP, no keep-alive"}
+        for name, label in labels.items():
+            c = serve["configs"][name]
+            add((label, f"{c['rps']:.0f} req/s", f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, errors {c['errors']}"))
+        add(("per worker", f"{serve['rss_per_worker_mib']} MiB RSS", f"{serve['pss_per_worker_mib']} MiB PSS, {serve['workers']} workers"))
+    work = results.get("workers")
+    if work:
+        add((f"Workers ({work['cores']} cores)", "", ""))
+        for label, count in work["policies"].items():
+            c = work["by_count"][str(count)]
+            add((f"{label}: {count}", f"{c['rps']:.0f} req/s",
+                 f"p99 {c['p99_ms']} ms, {c['total_pss_mib']} MiB PSS ({c['total_rss_mib']} RSS) in all"))
+    roll = results.get("rolling")
+    if roll:
+        add(("Rolling restart, 3 app servers, 8 clients via the LB", "", ""))
+        add(("duration", f"{roll['duration_s']} s", f"{roll['requests']} requests, {roll['failed']} failed"))
+        for phase in ("before", "during", "after"):
+            w = roll[phase]
+            add((phase, f"{w['rps']:.0f} req/s", f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, failed {w['failed']}"))
+    dep = results.get("deploy")
+    if dep:
+        add(("Deploy of a release to 3 hosts (cold caches)", "", ""))
+        for mode, d in dep.items():
+            add((f"{mode} ({d['version']})", f"{d['seconds']} s", recap_text(d["recap"])))
+    for key, check in results.get("targets", {}).items():
+        add((f"target {key} {check['target']}", str(check["value"]), "met" if check["met"] else "MISSED"))
+    return rows
+
+
+def recap_text(summary):
+    return ", ".join(f"{key} {summary.get(key, 0)}" for key in ("ok", "changed", "skipped"))
+
+
+def print_table(rows):
+    if not rows:
+        return
+    width = max(len(r[0]) for r in rows) + 2
+    for label, value, detail in rows:
+        if not value and not detail:
+            print(f"\n{label}")
+        else:
+            print(f"  {label:<{width}}{value:>16}   {detail}")
+
+
+def markdown(rows):
+    lines = []
+    for label, value, detail in rows:
+        if not value and not detail:
+            lines += ["", f"**{label}**", "", "| | | |", "|---|---:|---|"]
+        else:
+            lines.append(f"| {label} | {value} | {detail} |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--distro", default=os.environ.get("MOLECULE_DISTRO", "debian12"))
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration, interleaved")
+    parser.add_argument("--only", default=",".join(PHASES), help="phases to run (provisioning always runs)")
+    parser.add_argument("--keep", action="store_true", help="leave the hosts running afterwards")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    workdir = PROJECT / ".cache" / "bench" / stamp
+    hosts = Hosts(workdir, args.distro)
+    ansible = Ansible(workdir)
+    results = {
+        "started": stamp, "distro": args.distro, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "ansible": run(["ansible", "--version"]).stdout.splitlines()[0],
+        "wrk": run(["wrk", "-v"], check=False).stdout.splitlines()[0],
+    }
+    hosts.remove_all()
+    try:
+        provisioning(hosts, ansible, results)
+        if "serving" in only:
+            serving(hosts, results, args.seconds, args.rounds)
+        if "workers" in only:
+            worker_policies(hosts, results, args.seconds, args.rounds)
+        if only & {"rolling", "deploy"}:
+            inventory = cluster(hosts, ansible, results)
+            if "rolling" in only:
+                rolling(hosts, ansible, inventory, results, workdir)
+            if "deploy" in only:
+                deploys(hosts, ansible, inventory, results, workdir)
+    finally:
+        if not args.keep:
+            hosts.remove_all()
+        results["targets"] = verdicts(results)
+        out = PROJECT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        (out / f"{stamp}.json").write_text(json.dumps(results, indent=1) + "\n")
+        rows = table(results)
+        (out / f"{stamp}.md").write_text(markdown(rows))
+        if "rolling" in results or "serving" in results:
+            from plot import plot  # matplotlib: only when there is something to draw
+            plot(results, out / f"{stamp}.png")
+        print_table(rows)
+        print(f"\nresults: bench/results/{stamp}.json (.md, .png)")
+    missed = [key for key, check in results["targets"].items() if not check["met"]]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
