@@ -31,7 +31,7 @@ help:
 	@echo "make demo-down   remove the demo host"
 	@echo "make test        lint and run every molecule scenario (SCENARIO=name for one)"
 	@echo "make lint        ansible-lint (production profile) and yamllint"
-	@echo "make bench       benchmarks on local podman hosts (about 20 minutes)"
+	@echo "make bench       benchmarks on local podman hosts (about 10 minutes)"
 
 bootstrap: deps venv image
 

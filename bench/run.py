@@ -355,6 +355,8 @@ def table(results):
         add(("Deploy of a release to 3 hosts (cold caches)", "", ""))
         for mode, d in dep.items():
             add((f"{mode} ({d['version']})", f"{d['seconds']} s", recap_text(d["recap"])))
+    if results.get("targets"):
+        add(("Targets", "", ""))
     for key, check in results.get("targets", {}).items():
         add((f"target {key} {check['target']}", str(check["value"]), "met" if check["met"] else "MISSED"))
     return rows
@@ -385,6 +387,17 @@ def markdown(rows):
     return "\n".join(lines).strip() + "\n"
 
 
+def report(results, base):
+    """Print the table; write it as base.md and the figure as base.png."""
+    rows = table(results)
+    base.with_suffix(".md").write_text(markdown(rows))
+    if "rolling" in results or "serving" in results:
+        from plot import plot  # matplotlib: only when there is something to draw
+        plot(results, base.with_suffix(".png"))
+    print_table(rows)
+    print(f"\nresults: bench/results/{base.name}.json (.md, .png)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distro", default=os.environ.get("MOLECULE_DISTRO", "debian12"))
@@ -392,8 +405,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration, interleaved")
     parser.add_argument("--only", default=",".join(PHASES), help="phases to run (provisioning always runs)")
     parser.add_argument("--keep", action="store_true", help="leave the hosts running afterwards")
+    parser.add_argument("--report", metavar="JSON", help="only write the table, .md and .png of an earlier run")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        report(results, Path(args.report).with_suffix(""))
+        return 0
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     workdir = PROJECT / ".cache" / "bench" / stamp
@@ -424,13 +442,7 @@ def main():
         out = PROJECT / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / f"{stamp}.json").write_text(json.dumps(results, indent=1) + "\n")
-        rows = table(results)
-        (out / f"{stamp}.md").write_text(markdown(rows))
-        if "rolling" in results or "serving" in results:
-            from plot import plot  # matplotlib: only when there is something to draw
-            plot(results, out / f"{stamp}.png")
-        print_table(rows)
-        print(f"\nresults: bench/results/{stamp}.json (.md, .png)")
+        report(results, out / stamp)
     missed = [key for key, check in results["targets"].items() if not check["met"]]
     if missed:
         print(f"targets missed: {', '.join(missed)}")
