@@ -97,9 +97,7 @@ class Hosts:
             podman("run", "-d", "--name", name, "--hostname", name, "--network", NETWORK,
                    "--systemd=always", image, "/sbin/init")
         for name in names:
-            state = podman("exec", name, "systemctl", "is-system-running", "--wait", check=False).stdout.strip()
-            if state not in ("running", "degraded"):
-                raise RuntimeError(f"{name} did not boot: {state}")
+            self.wait_for_boot(name)
             # A new server's package lists are as old as its image: date them
             # a week back so that the first run refreshes them, as it would
             # on a cloud host, whatever the age of the local image.
@@ -111,6 +109,19 @@ class Hosts:
             self.addresses[name] = info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
         for name in names:
             self.wait_for_ssh(name)
+
+    @staticmethod
+    def wait_for_boot(name, timeout=120):
+        """Until systemd says the boot is over (right after `podman run`
+        it may not answer on its bus yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = podman("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+            if probe.stdout.strip() in ("running", "degraded"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not boot: {probe.stdout.strip()} {probe.stderr.strip()}")
+            time.sleep(1)
 
     def wait_for_ssh(self, name, timeout=60):
         deadline = time.monotonic() + timeout
