@@ -19,10 +19,10 @@ NETWORK = "asgi-bench"
 PREFIX = "asgi-bench-"
 
 
-def run(argv, check=True, capture=True, env=None, timeout=1800, stdin=None):
+def run(argv, check=True, capture=True, env=None, timeout=1800, stdin=None, cwd=None):
     """Run a command; with capture, return its CompletedProcess (text)."""
     result = subprocess.run(
-        argv, check=False, text=True, env=env, timeout=timeout, stdin=stdin,
+        argv, check=False, text=True, env=env, timeout=timeout, stdin=stdin, cwd=cwd,
         stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
     )
     if check and result.returncode != 0:
@@ -182,8 +182,7 @@ class Ansible:
             env["ANSIBLE_STDOUT_CALLBACK"] = callback
         argv = ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *args]
         started = time.monotonic()
-        result = subprocess.run(argv, cwd=PROJECT, env=env, text=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=1800, check=False)
+        result = run(argv, check=False, env=env, cwd=PROJECT, stdin=subprocess.DEVNULL)
         seconds = time.monotonic() - started
         if check and result.returncode != 0:
             raise RuntimeError(f"{playbook} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")

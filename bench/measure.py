@@ -5,6 +5,7 @@ window in a rolling run (from Ansible's JSON callback)."""
 
 import datetime
 import json
+import math
 import re
 import statistics
 import time
@@ -104,7 +105,8 @@ def buckets(timeline, width=1.0):
 def percentile(sorted_values, percent):
     if not sorted_values:
         return None
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
+    # Nearest rank: the smallest value with at least percent% at or below it.
+    index = min(len(sorted_values) - 1, max(0, math.ceil(percent / 100 * len(sorted_values)) - 1))
     return round(sorted_values[index], 2)
 
 
