@@ -11,8 +11,11 @@ VENV       := $(CURDIR)/.venv
 DISTRO     ?= $(or $(MOLECULE_DISTRO),debian12)
 DEMO_PORT  ?= 8080
 SCENARIO   ?=
-# Scenarios `make test` runs, in order.
-SCENARIOS  := default tls supervisor circus cluster
+# Scenarios `make test` runs, in order: `name` on DISTRO, `name@distro` on
+# that distro's image.
+SCENARIOS  := default default@debian13 tls managers multi-app cluster
+# The distros whose base images the scenarios to run need.
+TEST_DISTROS = $(sort $(DISTRO) $(foreach s,$(or $(SCENARIO),$(SCENARIOS)),$(word 2,$(subst @, ,$(s)))))
 
 APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl
 BENCH_APT_PACKAGES := wrk openssh-client
@@ -29,7 +32,7 @@ export PY_COLORS := $(if $(CI),0,1)
 help:
 	@echo "make demo        provision the local demo host and print its URL"
 	@echo "make demo-down   remove the demo host"
-	@echo "make test        lint and run every molecule scenario (SCENARIO=name for one)"
+	@echo "make test        lint and run every molecule scenario (SCENARIO=name or name@debian13 for one)"
 	@echo "make lint        ansible-lint (production profile) and yamllint"
 	@echo "make bench       benchmarks on local podman hosts (about 10 minutes)"
 
@@ -86,8 +89,9 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 # Each scenario is one pytest test that runs `molecule test`, so the run ends
 # with pytest's summary line. SCENARIO=name runs just that one, without lint.
 test: bootstrap
+	for distro in $(TEST_DISTROS); do molecule/resources/build-image.sh $$distro; done
 	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" \
-	  pytest -p no:cacheprovider --capture=no -o console_output_style=classic \
+	  pytest -p no:cacheprovider --capture=no -o console_output_style=classic --durations=0 \
 	  molecule/test_scenarios.py
 
 clean: demo-down

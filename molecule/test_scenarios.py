@@ -15,9 +15,9 @@ SCENARIOS = os.environ.get("SCENARIOS", "default").split()
 LINT = os.environ.get("LINT", "1") == "1"
 
 
-def run(*argv: str) -> None:
+def run(*argv: str, env: dict | None = None) -> None:
     print(f"\n==> {' '.join(argv)}", flush=True)
-    completed = subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, check=False)
+    completed = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, check=False)
     assert completed.returncode == 0, f"{' '.join(argv)} exited {completed.returncode}"
 
 
@@ -51,6 +51,10 @@ def test_role_declares_every_default(role: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario: str) -> None:
+    """`name` runs on MOLECULE_DISTRO (debian12 unless set), `name@distro`
+    on that distro's image."""
+    name, _, distro = scenario.partition("@")
+    env = {**os.environ, "MOLECULE_DISTRO": distro} if distro else None
     # A leftover of an interrupted run (same container names) would clash.
-    run("molecule", "destroy", "-s", scenario)
-    run("molecule", "test", "-s", scenario)
+    run("molecule", "destroy", "-s", name, env=env)
+    run("molecule", "test", "-s", name, env=env)

