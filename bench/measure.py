@@ -15,10 +15,13 @@ from hosts import in_host, run
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url, host_header, seconds, connections=32, threads=2):
-    """One wrk run: requests/s, p50/p99 latency (ms), errors."""
+def wrk(url, host_header, seconds, connections=32, threads=2, cpus=None):
+    """One wrk run: requests/s, p50/p99 latency (ms), errors. `cpus` (a
+    taskset list such as "1") keeps wrk on those CPUs."""
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
             "-H", f"Host: {host_header}", url]
+    if cpus:
+        argv = ["taskset", "-c", cpus, *argv]
     return parse_wrk(run(argv, timeout=seconds + 60).stdout)
 
 
