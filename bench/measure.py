@@ -63,6 +63,17 @@ def memory(host, pids):
     return found
 
 
+def cpu_seconds(host, pids):
+    """CPU time (user + system, seconds) each process has used so far."""
+    script = " ; ".join(f"echo {pid} $(cut -d' ' -f14,15 /proc/{pid}/stat)" for pid in pids)
+    ticks = int(in_host(host, "getconf CLK_TCK").strip())
+    found = {}
+    for line in in_host(host, script).splitlines():
+        pid, *times = line.split()
+        found[int(pid)] = sum(int(t) for t in times) / ticks if times else 0.0
+    return found
+
+
 def set_workers(host, unit, count, timeout=60):
     """Grow or shrink gunicorn's workers to `count` with TTIN/TTOU (one
     worker per signal), then wait until exactly that many run and have

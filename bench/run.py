@@ -30,7 +30,9 @@ import urllib.request
 from pathlib import Path
 
 from hosts import PREFIX, PROJECT, Ansible, Hosts, in_host, podman, run
-from measure import buckets, host_windows, main_pid, median_of, memory, set_workers, window_stats, workers, wrk
+from measure import (
+    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, window_stats, workers, wrk,
+)
 
 APP_HOSTS = [PREFIX + "app1", PREFIX + "app2", PREFIX + "app3"]
 LB = PREFIX + "lb"
@@ -167,8 +169,10 @@ def serving(hosts, results, seconds, rounds):
             names = names[index % len(names):] + names[:index % len(names)]
             for name in names:
                 wrk(configs[name], VHOST, 2, cpus="1" if pinned else None)  # warm-up
-                runs[name].append(wrk(configs[name], VHOST, seconds, cpus="1" if pinned else None))
-                log(f"  round {index + 1} {name}: {runs[name][-1]['rps']:.0f} req/s")
+                runs[name].append(measured_wrk(host, name, configs[name], seconds, "1" if pinned else None))
+                r = runs[name][-1]
+                log(f"  round {index + 1} {name}: {r['rps']:.0f} req/s, CPU per request: app {r['app_us']} us, "
+                    f"nginx {r['nginx_us']} us, busiest worker {r['busiest_worker']:.0%} of the app's")
         master = main_pid(host, UNIT)
         mem = memory(host, workers(host, master))
     finally:
@@ -189,8 +193,32 @@ def serving(hosts, results, seconds, rounds):
     }
 
 
+# The unit whose workers answer each serving set-up.
+SERVING_UNITS = {"nginx_socket": UNIT, "direct": "hello-bench-direct.service", "naive": "hello-bench-direct.service"}
+
+
+def measured_wrk(host, name, url, seconds, cpus):
+    """One wrk run with the CPU time the app's workers and nginx's workers
+    spent per request (microseconds), and the busiest app worker's share
+    of the app's CPU (0.5 with two workers means an even spread)."""
+    app = workers(host, main_pid(host, SERVING_UNITS[name]))
+    proxy = [] if name == "direct" else workers(host, main_pid(host, "nginx.service"))
+    before = cpu_seconds(host, app + proxy)
+    result = wrk(url, VHOST, seconds, cpus=cpus)
+    after = cpu_seconds(host, app + proxy)
+    used = {pid: after[pid] - before[pid] for pid in before if pid in after}
+    per_request = 1e6 / max(result["requests"], 1)
+    app_used = [used.get(pid, 0.0) for pid in app]
+    return result | {
+        "app_us": round(sum(app_used) * per_request, 1),
+        "nginx_us": round(sum(used.get(pid, 0.0) for pid in proxy) * per_request, 1),
+        "busiest_worker": round(max(app_used) / sum(app_used), 3) if sum(app_used) else 0.0,
+    }
+
+
 def summarise(runs):
-    return {key: median_of(runs, key) for key in ("rps", "p50_ms", "p99_ms")} | {
+    keys = ["rps", "p50_ms", "p99_ms"] + [key for key in ("app_us", "nginx_us", "busiest_worker") if key in runs[0]]
+    return {key: median_of(runs, key) for key in keys} | {
         "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
         "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
 
@@ -347,7 +375,9 @@ def table(results):
         for name, label in labels.items():
             c = serve["configs"][name]
             spread = f"{c['rps_min']:.0f}-{c['rps_max']:.0f}, " if "rps_min" in c else ""
-            add((label, f"{c['rps']:.0f} req/s", f"{spread}p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, errors {c['errors']}"))
+            cpu = (f", CPU/request app {c['app_us']} us + nginx {c['nginx_us']} us, busiest worker {c['busiest_worker']:.0%}"
+                   if "app_us" in c else "")
+            add((label, f"{c['rps']:.0f} req/s", f"{spread}p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, errors {c['errors']}{cpu}"))
         add(("per worker", f"{serve['rss_per_worker_mib']} MiB RSS", f"{serve['pss_per_worker_mib']} MiB PSS, {serve['workers']} workers"))
     work = results.get("workers")
     if work:

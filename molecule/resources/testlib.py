@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,44 @@ def assert_refused_before_any_change(run, pattern):
     assert re.search(pattern, output), output[-3000:]
     assert totals.get("changed", 0) == 0 and totals.get("failed", 0) >= 1, output[-3000:]
     assert "PLAY [Provision the app servers]" not in output
+
+
+# What /etc/os-release and /etc/debian_version say on platforms the roles
+# do not support (Ubuntu ships a debian_version too).
+OTHER_PLATFORMS = {
+    "Debian 11": (
+        'ID=debian\nNAME="Debian GNU/Linux"\nVERSION_ID="11"\nVERSION_CODENAME=bullseye\n',
+        "11.11\n",
+    ),
+    "Ubuntu 24.04": (
+        'ID=ubuntu\nID_LIKE=debian\nNAME="Ubuntu"\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n',
+        "trixie/sid\n",
+    ),
+}
+PLATFORM_FILES = ["/etc/os-release", "/etc/debian_version"]
+
+
+@contextmanager
+def posing_as(host, platform):
+    """The host claims to be `platform` (its two release files replaced)
+    until the block ends; facts gathered meanwhile say so (molecule's runs
+    gather facts afresh)."""
+    for path, content in zip(PLATFORM_FILES, OTHER_PLATFORMS[platform]):
+        host.check_output(f"mv {path} {path}.asgi-test && printf '%b' '{content}' > {path}")
+    try:
+        yield
+    finally:
+        for path in PLATFORM_FILES:
+            host.run(f"test -e {path}.asgi-test && mv -f {path}.asgi-test {path}")
+
+
+def assert_platform_refused(run, platform, host_name):
+    """A site.yml run stopped in the checks on `host_name`, naming the
+    platform found and the supported ones, and changed nothing."""
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert f"Unsupported platform {platform}" in output, output[-3000:]
+    assert "this role supports Debian 12 and 13" in output, output[-3000:]
+    assert re.search(rf"fatal: \[{re.escape(host_name)}\]", output), output[-3000:]
+    assert recap(run.stdout).get("changed", 0) == 0, output[-3000:]
+    assert "PLAY [Provision" not in output, output[-3000:]

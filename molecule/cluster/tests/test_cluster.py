@@ -16,11 +16,14 @@ import testinfra
 from testlib import (
     PROJECT,
     assert_check_mode_changes_nothing,
+    assert_platform_refused,
     assert_ran,
+    converge,
     http_get,
     load_while,
     main_pid,
     playbook,
+    posing_as,
     recap,
     start_playbook,
     under_load,
@@ -309,3 +312,15 @@ def test_a_drained_server_stays_out_even_through_site_yml_until_put_back(host):
     assert drained["failed"] == 0 and set(drained["hosts"]) == set(APPS[:2]), drained
     assert back.get("changed", 0) >= 1
     assert restored["failed"] == 0 and set(restored["hosts"]) == set(APPS), restored
+
+
+def test_load_balancer_on_an_unsupported_platform_is_refused_before_any_change(host, apps):
+    """Only the load balancer claims to be Ubuntu: site.yml stops in its
+    checks, naming it, before any host (app servers included) changes."""
+    site = "sha256sum /etc/nginx/nginx.conf /etc/nginx/sites-available/hello.conf"
+    before = (lives(apps), masters(apps), host.check_output(site), main_pid(host, "nginx.service"))
+    with posing_as(host, "Ubuntu 24.04"):
+        run = converge()
+    assert_platform_refused(run, "Ubuntu 24.04", "asgi-lb")
+    assert (lives(apps), masters(apps), host.check_output(site), main_pid(host, "nginx.service")) == before
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200

@@ -50,6 +50,19 @@ def test_service_runs_as_app_user_with_computed_workers(host):
         assert host.process.get(pid=pid).user == APP
 
 
+# The distro's own interpreter, per Debian release.
+INTERPRETERS = {"12": "/usr/bin/python3.11", "13": "/usr/bin/python3.13"}
+
+
+def test_app_runs_on_the_distro_interpreter(host):
+    release = host.check_output("cut -d. -f1 /etc/debian_version")
+    expected = INTERPRETERS[release]
+    # The release's venv is built on it, and the running master executes it.
+    assert host.check_output(f"readlink -f /srv/{APP}/current/venv/bin/python") == expected
+    master = main_pid(host, f"{APP}.service")
+    assert host.check_output(f"readlink -f /proc/{master}/exe") == expected
+
+
 def test_request_through_nginx_reaches_the_app(host):
     answer = http_get(host, "/", vhost=VHOST)
     assert answer["status"] == 200, answer
