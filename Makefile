@@ -11,6 +11,7 @@ VENV       := $(CURDIR)/.venv
 DISTRO     ?= $(or $(MOLECULE_DISTRO),debian12)
 DEMO_PORT  ?= 8080
 SCENARIO   ?=
+TEST_JOBS  ?= $(if $(SCENARIO),1,2)
 # Scenarios `make test` runs, in order: `name` on DISTRO, `name@distro` on
 # that distro's image.
 SCENARIOS  := default default@debian13 tls managers multi-app cluster
@@ -88,10 +89,13 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 
 # Each scenario is one pytest test that runs `molecule test`, so the run ends
 # with pytest's summary line. SCENARIO=name runs just that one, without lint.
+# The full suite runs in TEST_JOBS lanes at once (the scenarios wait on
+# containers as much as they compute); one lane streams molecule's output.
 test: bootstrap
 	for distro in $(TEST_DISTROS); do molecule/resources/build-image.sh $$distro; done
-	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" \
-	  pytest -p no:cacheprovider --capture=no -o console_output_style=classic --durations=0 \
+	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" TEST_JOBS=$(TEST_JOBS) \
+	  pytest -p no:cacheprovider -o console_output_style=classic --durations=0 \
+	  $(if $(filter 1,$(TEST_JOBS)),--capture=no,-n $(TEST_JOBS) --dist loadgroup) \
 	  molecule/test_scenarios.py
 
 clean: demo-down

@@ -1,9 +1,13 @@
 """`make test`: lint, then each molecule scenario, one pytest test each.
 
-Each test streams the tool's own output and fails on a non-zero exit, so
-the run ends with pytest's summary of what passed and what failed.
+Each test fails on the tool's non-zero exit, so the run ends with pytest's
+summary of what passed and what failed. With TEST_JOBS above 1 the
+scenarios run in that many lanes at once (pytest-xdist, a lane a worker):
+each scenario's full output goes to .cache/test-logs/<scenario>.log, and a
+failure prints its last lines.
 """
 
+import itertools
 import os
 import subprocess
 from pathlib import Path
@@ -13,11 +17,49 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = os.environ.get("SCENARIOS", "default").split()
 LINT = os.environ.get("LINT", "1") == "1"
+JOBS = max(1, int(os.environ.get("TEST_JOBS", "1")))
+LOGS = ROOT / ".cache" / "test-logs"
+# Seconds each scenario took in CI when run alone (2 cores): the weights the
+# lanes are balanced by. A scenario missing here counts as 600.
+WEIGHTS = {"cluster": 935, "managers": 660, "tls": 633, "default": 530, "multi-app": 458}
+TAIL = 300
 
 
-def run(*argv: str, env: dict | None = None) -> None:
+def lanes(scenarios: list[str], jobs: int) -> dict[str, int]:
+    """Each scenario's lane: of every way to share the scenarios among the
+    lanes, the one whose longest lane is shortest (a few scenarios, so all
+    are tried). One scenario on several distros stays in one lane: its
+    containers and molecule's working directory have the same names."""
+    units: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        units.setdefault(scenario.partition("@")[0], []).append(scenario)
+    weights = [WEIGHTS.get(name, 600) * len(members) for name, members in units.items()]
+    best = min(
+        itertools.product(range(jobs), repeat=len(units)),
+        key=lambda pick: max(sum(w for w, p in zip(weights, pick) if p == lane) for lane in range(jobs)),
+    )
+    return {member: lane for members, lane in zip(units.values(), best) for member in members}
+
+
+LANES = lanes(SCENARIOS, JOBS)
+
+
+def run(*argv: str, env: dict | None = None, log: Path | None = None) -> None:
+    """Run a command; with `log`, its output goes there and a failure
+    prints the last TAIL lines (pytest shows them under the failure)."""
     print(f"\n==> {' '.join(argv)}", flush=True)
-    completed = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, check=False)
+    if log is None:
+        completed = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, check=False)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"\n==> {' '.join(argv)}\n")
+            out.flush()
+            completed = subprocess.run(
+                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+        if completed.returncode:
+            print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-TAIL:]))
     assert completed.returncode == 0, f"{' '.join(argv)} exited {completed.returncode}"
 
 
@@ -49,12 +91,18 @@ def test_role_declares_every_default(role: str) -> None:
             assert option.get("description"), f"{role}: {name} has no description"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(
+    "scenario", [pytest.param(s, marks=pytest.mark.xdist_group(f"lane{LANES[s]}")) for s in SCENARIOS]
+)
 def test_scenario(scenario: str) -> None:
     """`name` runs on MOLECULE_DISTRO (debian12 unless set), `name@distro`
     on that distro's image."""
     name, _, distro = scenario.partition("@")
     env = {**os.environ, "MOLECULE_DISTRO": distro} if distro else None
+    # One lane streams the output as it comes; several write logs.
+    log = LOGS / f"{scenario}.log" if JOBS > 1 else None
+    if log:
+        log.unlink(missing_ok=True)
     # A leftover of an interrupted run (same container names) would clash.
-    run("molecule", "destroy", "-s", name, env=env)
-    run("molecule", "test", "-s", name, env=env)
+    run("molecule", "destroy", "-s", name, env=env, log=log)
+    run("molecule", "test", "-s", name, env=env, log=log)
