@@ -19,9 +19,9 @@ SCENARIOS = os.environ.get("SCENARIOS", "default").split()
 LINT = os.environ.get("LINT", "1") == "1"
 JOBS = max(1, int(os.environ.get("TEST_JOBS", "1")))
 LOGS = ROOT / ".cache" / "test-logs"
-# Seconds each scenario took in CI when run alone (2 cores): the weights the
+# Seconds each scenario took in a two-lane run on 2 cores: the weights the
 # lanes are balanced by. A scenario missing here counts as 600.
-WEIGHTS = {"cluster": 935, "managers": 660, "tls": 633, "default": 530, "multi-app": 458}
+WEIGHTS = {"cluster": 905, "managers": 790, "tls": 648, "multi-app": 605, "default": 560}
 TAIL = 300
 
 

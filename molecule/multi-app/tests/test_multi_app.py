@@ -181,7 +181,7 @@ def test_removed_app_comes_back_with_site_yml(host):
         assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == APPS[app]
     # One name of the machine (the inventory's first) installs Python and uv.
     assert len(hosts_that_ran(run.stdout, "python : Read the installed uv's link and version")) == 1, run.stdout[-5000:]
-    assert hosts_that_ran(run.stdout, "app : Name the release") == {"shop", "blog"}, run.stdout[-5000:]
+    assert hosts_that_ran(run.stdout, "app : Look for a finished build of this release") == {"shop", "blog"}, run.stdout[-5000:]
 
 
 def test_purge_removes_the_data_user_and_deploy_log_too(host):
