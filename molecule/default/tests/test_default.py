@@ -319,6 +319,31 @@ def test_broken_nginx_snippet_fails_the_run_and_nginx_keeps_serving(host):
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
 
 
+def test_a_hand_made_file_where_the_site_link_goes_is_kept_and_named(host):
+    """An operator copied the site into sites-enabled by hand: the run
+    fails naming that path, before nginx is reloaded, and the file stays."""
+    link = f"/etc/nginx/sites-enabled/{APP}.conf"
+    host.check_output(f"cp --remove-destination /etc/nginx/sites-available/{APP}.conf {link}")
+    host.check_output(f"echo '# kept: hand-made' >> {link}")
+    before = host.check_output(f"sha256sum {link}")
+    nginx = main_pid(host, "nginx.service")
+    try:
+        run = playbook(CONVERGE)
+        output = run.stdout + run.stderr
+        assert run.returncode != 0
+        assert f"{link} is not a link" in output and "move it away" in output, output[-3000:]
+        assert "nginx -t refused" not in output, output[-3000:]
+        assert host.check_output(f"sha256sum {link}") == before
+        assert not host.file(link).is_symlink
+        assert main_pid(host, "nginx.service") == nginx
+        assert http_get(host, "/", vhost=VHOST)["status"] == 200
+    finally:
+        host.run(f"rm -f {link}")
+    run = playbook(CONVERGE)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert host.file(link).linked_to == f"/etc/nginx/sites-available/{APP}.conf"
+    assert http_get(host, "/", vhost=VHOST)["status"] == 200
+
 def test_check_mode_on_converged_host_changes_nothing(host):
     assert_check_mode_changes_nothing()
 
