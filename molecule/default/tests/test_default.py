@@ -344,6 +344,7 @@ def test_a_hand_made_file_where_the_site_link_goes_is_kept_and_named(host):
     assert host.file(link).linked_to == f"/etc/nginx/sites-available/{APP}.conf"
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
 
+
 def test_check_mode_on_converged_host_changes_nothing(host):
     assert_check_mode_changes_nothing()
 
