@@ -15,20 +15,23 @@ TEST_JOBS  ?= $(if $(SCENARIO),1,2)
 # Scenarios `make test` runs, in order: `name` on DISTRO, `name@distro` on
 # that distro's image.
 SCENARIOS  := default default@debian13 tls managers multi-app cluster
-# The distros whose base images the scenarios to run need.
-TEST_DISTROS = $(sort $(DISTRO) $(foreach s,$(or $(SCENARIO),$(SCENARIOS)),$(word 2,$(subst @, ,$(s)))))
+# Base images the tests need: both distros (a scenario on one distro also
+# rebuilds a host on the other one).
+TEST_DISTROS = debian12 debian13
 
-APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl
-BENCH_APT_PACKAGES := wrk openssh-client
+APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl openssh-client
+BENCH_APT_PACKAGES := wrk
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export MOLECULE_DISTRO := $(DISTRO)
 export CONTAINERS_CONF := $(CURDIR)/molecule/resources/containers.conf
+# The test hosts are reached over SSH (see `ssh`).
+TEST_SSH   := $(CURDIR)/.cache/ssh
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := $(if $(CI),0,1)
 export PY_COLORS := $(if $(CI),0,1)
 
-.PHONY: help bootstrap deps venv image demo demo-down test lint bench clean
+.PHONY: help bootstrap deps venv image ssh demo demo-down test lint bench clean
 
 help:
 	@echo "make demo        provision the local demo host and print its URL"
@@ -61,6 +64,28 @@ $(VENV)/.installed: requirements.txt
 image: deps
 	molecule/resources/build-image.sh $(DISTRO)
 
+# The test hosts are reached the way servers are, over SSH with pipelining
+# and one multiplexed connection per host, but without a network between
+# this machine and them: ssh's ProxyCommand starts sshd in inetd mode inside
+# the container (`podman exec`), once per connection. A key of this
+# checkout's own, and the ssh_config Ansible and testinfra both read.
+ssh: deps
+	mkdir -p -m 0700 $(TEST_SSH)
+	[ -f $(TEST_SSH)/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -C asgi-provisioner-tests -f $(TEST_SSH)/id_ed25519
+	printf '%s\n' \
+	  '# Written by `make ssh`: how Ansible and testinfra reach the test hosts.' \
+	  'Host asgi-*' \
+	  '  User root' \
+	  '  IdentityFile $(TEST_SSH)/id_ed25519' \
+	  '  IdentitiesOnly yes' \
+	  '  ProxyCommand $(CURDIR)/molecule/resources/ssh-proxy %h $(TEST_SSH)/id_ed25519.pub' \
+	  '  StrictHostKeyChecking no' \
+	  '  UserKnownHostsFile /dev/null' \
+	  '  LogLevel ERROR' \
+	  '  ControlMaster auto' \
+	  '  ControlPath $(TEST_SSH)/cp-%C' \
+	  '  ControlPersist 120' > $(TEST_SSH)/config
+
 demo: bootstrap
 	ansible-playbook playbooks/demo_up.yml -e demo_port=$(DEMO_PORT) -e demo_distro=$(DISTRO)
 	ansible-playbook site.yml
@@ -88,13 +113,14 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	touch $@
 
 # Each scenario is one pytest test that runs `molecule test`, so the run ends
-# with pytest's summary line. SCENARIO=name runs just that one, without lint.
+# with pytest's summary line, after a table of each scenario's molecule
+# steps (molecule/timings.py, a pytest plugin). SCENARIO=name runs just that one, without lint.
 # The full suite runs in TEST_JOBS lanes at once (the scenarios wait on
 # containers as much as they compute); one lane streams molecule's output.
-test: bootstrap
+test: bootstrap ssh
 	for distro in $(TEST_DISTROS); do molecule/resources/build-image.sh $$distro; done
 	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" TEST_JOBS=$(TEST_JOBS) \
-	  pytest -p no:cacheprovider -o console_output_style=classic --durations=0 \
+	  PYTHONPATH=molecule pytest -p no:cacheprovider -p timings -o console_output_style=classic --durations=0 \
 	  $(if $(filter 1,$(TEST_JOBS)),--capture=no,-n $(TEST_JOBS) --dist loadgroup) \
 	  molecule/test_scenarios.py
 

@@ -1,10 +1,10 @@
 """Local hosts for the benchmarks: podman containers that boot systemd and
 run sshd, reached by Ansible over SSH with pipelining, as real servers are.
 
-The test scenarios reach their containers with `podman exec` (no sshd
-needed); the benchmarks measure what an operator gets, so they add
-openssh-server to the project's base image once (a derived image) and
-give each run its own key, inventory, fact cache and SSH control sockets.
+The test scenarios reach their containers over SSH too, through `podman
+exec` as ssh's ProxyCommand; the benchmarks reach theirs over the podman
+network, as an operator reaches servers, and give each run its own key,
+inventory, fact cache and SSH control sockets.
 """
 
 import json
@@ -42,29 +42,9 @@ def in_host(name, script, check=True, timeout=600):
 
 
 def base_image(distro):
+    """The project's base image (molecule/resources/build-image.sh): a bare
+    Debian host as it comes from a cloud provider, sshd included."""
     return f"localhost/asgi-provisioner-{distro}:latest"
-
-
-def sshd_image(distro):
-    """The base image plus openssh-server: a bare Debian host as it comes
-    from a cloud provider. Built once from the base image, reused after."""
-    image = f"localhost/asgi-provisioner-{distro}-sshd:latest"
-    if podman("image", "exists", image, check=False).returncode == 0:
-        return image
-    builder = PREFIX + "image-build"
-    podman("rm", "-f", builder, check=False)
-    podman("run", "-d", "--name", builder, "--systemd=always", base_image(distro), "/sbin/init")
-    try:
-        in_host(builder, (
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-            "--no-install-recommends openssh-server >/dev/null && apt-get clean "
-            "&& systemctl enable ssh >/dev/null 2>&1"
-        ))
-        podman("stop", "-t", "10", builder)
-        podman("commit", "--quiet", builder, image)
-    finally:
-        podman("rm", "-f", builder, check=False)
-    return image
 
 
 class Hosts:
@@ -89,7 +69,7 @@ class Hosts:
     def create(self, *names):
         """Fresh hosts from the sshd image on the benchmark's network,
         booted, reachable over SSH with this run's key."""
-        image = sshd_image(self.distro)
+        image = base_image(self.distro)
         if podman("network", "exists", NETWORK, check=False).returncode != 0:
             podman("network", "create", NETWORK)
         for name in names:

@@ -4,24 +4,24 @@ Each test fails on the tool's non-zero exit, so the run ends with pytest's
 summary of what passed and what failed. With TEST_JOBS above 1 the
 scenarios run in that many lanes at once (pytest-xdist, a lane a worker):
 each scenario's full output goes to .cache/test-logs/<scenario>.log, and a
-failure prints its last lines.
+failure prints its last lines. Each scenario's molecule steps are timed
+(molecule/timings.py): the lanes are balanced by the last run's figures.
 """
 
 import itertools
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import timings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = os.environ.get("SCENARIOS", "default").split()
 LINT = os.environ.get("LINT", "1") == "1"
 JOBS = max(1, int(os.environ.get("TEST_JOBS", "1")))
 LOGS = ROOT / ".cache" / "test-logs"
-# Seconds each scenario took in a two-lane run on 2 cores: the weights the
-# lanes are balanced by. A scenario missing here counts as 600.
-WEIGHTS = {"cluster": 905, "managers": 790, "tls": 648, "multi-app": 605, "default": 560}
 TAIL = 300
 
 
@@ -30,10 +30,11 @@ def lanes(scenarios: list[str], jobs: int) -> dict[str, int]:
     lanes, the one whose longest lane is shortest (a few scenarios, so all
     are tried). One scenario on several distros stays in one lane: its
     containers and molecule's working directory have the same names."""
+    measured = timings.weights()
     units: dict[str, list[str]] = {}
     for scenario in scenarios:
         units.setdefault(scenario.partition("@")[0], []).append(scenario)
-    weights = [WEIGHTS.get(name, 600) * len(members) for name, members in units.items()]
+    weights = [sum(measured.get(m, timings.UNKNOWN) for m in members) for members in units.values()]
     best = min(
         itertools.product(range(jobs), repeat=len(units)),
         key=lambda pick: max(sum(w for w, p in zip(weights, pick) if p == lane) for lane in range(jobs)),
@@ -44,23 +45,30 @@ def lanes(scenarios: list[str], jobs: int) -> dict[str, int]:
 LANES = lanes(SCENARIOS, JOBS)
 
 
-def run(*argv: str, env: dict | None = None, log: Path | None = None) -> None:
-    """Run a command; with `log`, its output goes there and a failure
-    prints the last TAIL lines (pytest shows them under the failure)."""
+def run(*argv: str, env: dict | None = None, log: Path | None = None, clock: timings.Clock | None = None) -> None:
+    """Run a command; its output streams to the terminal or, with `log`,
+    goes there and a failure prints the last TAIL lines (pytest shows them
+    under the failure). With `clock`, its lines are timed."""
     print(f"\n==> {' '.join(argv)}", flush=True)
-    if log is None:
-        completed = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, check=False)
-    else:
+    out = sys.stdout
+    if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as out:
-            out.write(f"\n==> {' '.join(argv)}\n")
+        out = log.open("a")
+        out.write(f"\n==> {' '.join(argv)}\n")
+    with subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace",
+    ) as process:
+        for line in process.stdout:
+            out.write(line)
             out.flush()
-            completed = subprocess.run(
-                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
-            )
-        if completed.returncode:
+            if clock:
+                clock.feed(line)
+    if log is not None:
+        out.close()
+        if process.returncode:
             print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-TAIL:]))
-    assert completed.returncode == 0, f"{' '.join(argv)} exited {completed.returncode}"
+    assert process.returncode == 0, f"{' '.join(argv)} exited {process.returncode}"
 
 
 @pytest.mark.skipif(not LINT, reason="a single scenario was asked for")
@@ -105,4 +113,10 @@ def test_scenario(scenario: str) -> None:
         log.unlink(missing_ok=True)
     # A leftover of an interrupted run (same container names) would clash.
     run("molecule", "destroy", "-s", name, env=env, log=log)
-    run("molecule", "test", "-s", name, env=env, log=log)
+    clock = timings.Clock()
+    try:
+        run("molecule", "test", "-s", name, env=env, log=log, clock=clock)
+    except AssertionError:
+        clock.save(scenario, passed=False)
+        raise
+    clock.save(scenario, passed=True)

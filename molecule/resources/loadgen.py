@@ -6,6 +6,9 @@ or MAX_REQUESTS requests, or until STOP_FILE exists, whichever comes
 first (never past HARD_MAX_SECONDS), then prints a JSON
 summary: requests, ok, failed, the statuses and errors seen, and which
 versions, releases, hosts and worker pids answered (from the sample app's JSON).
+A failed request whose answer had begun (status line received, body cut
+short) is also counted as `truncated`: what a killed server process was
+writing when it died, which no proxy can retry.
 With --timeline FILE it also writes every request's start (seconds after
 `t0`, a Unix time), latency (ms) and outcome, for the benchmarks' plots.
 """
@@ -31,12 +34,19 @@ HARD_MAX_REQUESTS = 1_000_000
 STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+class Truncated(Exception):
+    """The answer began (status line and headers) and then broke off."""
+
+
 def fetch(args, url, conn):
     if conn is None:
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
     conn.request("GET", url.path or "/", headers={"Host": args.host or url.netloc})
     response = conn.getresponse()
-    body = response.read()
+    try:
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise Truncated(f"{response.status} then {type(exc).__name__}") from exc
     if response.getheader("connection", "").lower() == "close":
         conn.close()
         conn = None
@@ -63,13 +73,14 @@ def client(args, deadline, budget, lock, stats, timeline):
                 with lock:
                     stats["retried_stale_connections"] += 1
                 conn, status, body = fetch(args, url, conn)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, Truncated) as exc:
             if conn is not None:
                 conn.close()
             conn = None
             with lock:
                 stats["failed"] += 1
                 stats["errors"][type(exc).__name__] += 1
+                stats["truncated"] += isinstance(exc, Truncated)
             if timeline is not None:
                 timeline.append((began, time.monotonic() - began, 0))
             time.sleep(0.01)
@@ -120,6 +131,7 @@ def main():
         "pids": collections.Counter(),
         "stopped": "",
         "retried_stale_connections": 0,
+        "truncated": 0,
     }
     lock = threading.Lock()
     # list.append is atomic: the clients share one list without the lock.

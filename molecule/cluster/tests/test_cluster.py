@@ -12,7 +12,6 @@ import shutil
 import time
 
 import pytest
-import testinfra
 from testlib import (
     PROJECT,
     assert_check_mode_changes_nothing,
@@ -25,6 +24,7 @@ from testlib import (
     playbook,
     posing_as,
     recap,
+    ssh_host,
     start_playbook,
     under_load,
 )
@@ -45,7 +45,7 @@ VERSION_1 = (SAMPLE / "VERSION").read_text().strip()
 
 @pytest.fixture(scope="module")
 def apps():
-    return {name: testinfra.get_host(f"podman://{name}") for name in APPS}
+    return {name: ssh_host(name) for name in APPS}
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +320,29 @@ def test_load_balancer_on_an_unsupported_platform_is_refused_before_any_change(h
     site = "sha256sum /etc/nginx/nginx.conf /etc/nginx/sites-available/hello.conf"
     before = (lives(apps), masters(apps), host.check_output(site), main_pid(host, "nginx.service"))
     with posing_as(host, "Ubuntu 24.04"):
-        run = converge()
+        run = converge(fresh_facts=True)
     assert_platform_refused(run, "Ubuntu 24.04", "asgi-lb")
     assert (lives(apps), masters(apps), host.check_output(site), main_pid(host, "nginx.service")) == before
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
+
+
+def test_a_drain_nginx_refuses_changes_nothing_and_says_why(host):
+    """A load balancer whose configuration nginx -t refuses (a broken file
+    left there by hand): draining fails naming it and nginx's reason, the
+    server's entry is as it was, and every app server keeps its traffic."""
+    entry = "sha256sum /etc/nginx/asgi-upstreams/hello/asgi-app3.conf"
+    before = host.check_output(entry)
+    master = main_pid(host, "nginx.service")
+    host.check_output("echo 'no_such_directive on;' > /etc/nginx/conf.d/zz-by-hand.conf")
+    try:
+        run = playbook(DRAIN, "--limit", "asgi-app3")
+    finally:
+        host.check_output("rm -f /etc/nginx/conf.d/zz-by-hand.conf")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "Could not drain asgi-app3 on asgi-lb" in output and 'unknown directive "no_such_directive"' in output, output[-3000:]
+    assert host.check_output(entry) == before
+    assert not host.run("ls /etc/nginx/asgi-upstreams/hello/ | grep -v '[.]conf$'").stdout.strip()
+    assert main_pid(host, "nginx.service") == master
+    load, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    assert load["failed"] == 0 and set(load["hosts"]) == set(APPS), load

@@ -106,6 +106,6 @@ def test_unsupported_platform_is_refused_before_any_change(host, platform):
     ones, and changes nothing."""
     before = snapshot(host)
     with posing_as(host, platform):
-        run = converge()
+        run = converge(fresh_facts=True)
     assert_platform_refused(run, platform, host.backend.get_hostname())
     assert snapshot(host) == before

@@ -9,6 +9,7 @@ import pytest
 from testlib import (
     assert_check_mode_changes_nothing,
     assert_active,
+    assert_only_in_hand_answers_lost,
     child_pids,
     exposure,
     http_get,
@@ -289,7 +290,11 @@ def test_killed_master_comes_back_and_the_socket_queues_meanwhile(host):
     assert load["failed"] == 0, f"{load}\n{journal(host, APP)}"
 
 
-def test_killed_worker_is_replaced_without_failed_requests(host):
+def test_killed_worker_is_replaced_and_loses_only_what_it_was_writing(host):
+    """kill -9 of a worker: nginx retries every request the worker had not
+    begun to answer on another worker; an answer it had begun to write
+    (headers passed on) arrives cut short. With 4 clients it holds at
+    most 4."""
     master = main_pid(host, f"{APP}.service")
     workers = child_pids(host, master)
     load, rc, err = under_load(host, f"kill -9 {workers[0]}; sleep 3", vhost=VHOST, duration=8, concurrency=4)
@@ -298,7 +303,7 @@ def test_killed_worker_is_replaced_without_failed_requests(host):
     assert main_pid(host, f"{APP}.service") == master
     assert workers[0] not in after and len(after) == len(workers), (workers, after)
     assert load["requests"] > 50, load
-    assert load["failed"] == 0, f"{load}\n{journal(host, APP)}"
+    assert_only_in_hand_answers_lost(load, in_hand=4, context=journal(host, APP))
 
 
 def test_broken_nginx_snippet_fails_the_run_and_nginx_keeps_serving(host):

@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import testinfra
-from testlib import assert_check_mode_changes_nothing, http_get, playbook, recap
+from testlib import assert_check_mode_changes_nothing, http_get, playbook, recap, ssh_host
 
 testinfra_hosts = ["asgi-tls-app"]
 
@@ -20,7 +19,7 @@ CONVERGE = Path(__file__).resolve().parents[2] / "resources" / "converge.yml"
 
 @pytest.fixture(scope="module")
 def acme():
-    return testinfra.get_host("podman://asgi-tls-acme")
+    return ssh_host("asgi-tls-acme")
 
 
 @pytest.fixture(scope="module")
