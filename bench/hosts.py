@@ -155,9 +155,16 @@ class Ansible:
             "ANSIBLE_NOCOLOR": "1",
         })
 
-    def playbook(self, inventory, playbook, *args, callback=None, check=True):
-        """Run a playbook; return (seconds, CompletedProcess, recap)."""
+    def playbook(self, inventory, playbook, *args, callback=None, check=True, mitogen=False):
+        """Run a playbook; return (seconds, CompletedProcess, recap). With
+        mitogen, through Mitogen's strategy (its connection plugins keep one
+        Python interpreter per host for the run)."""
         env = dict(self.env)
+        if mitogen:
+            import ansible_mitogen  # bench/requirements.txt
+
+            plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+            env.update({"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"})
         if callback:
             env["ANSIBLE_STDOUT_CALLBACK"] = callback
         argv = ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *args]

@@ -163,3 +163,61 @@ def unix(stamp):
 def median_of(runs, key):
     values = [r[key] for r in runs if r.get(key) is not None]
     return round(statistics.median(values), 3) if values else None
+
+
+# What each part of a host's turn in a rolling run is: task names (without
+# the role's prefix) of the rollout and the role entry points it includes.
+# The load balancer switch runs twice: out (drain), then back (undrain).
+SWITCH = "Switch the server on each load balancer"
+TURN_PARTS = {
+    "drain": ("Wait for the requests in flight to finish",),
+    "switch": ("Read the live and previous releases from their links", "Point `previous` at the release that was live",
+               "Switch `current` to the release (an atomic rename of the link)"),
+    "restart": ("Restart the app's service", "Restart the app's program", "Restart the app's watcher"),
+    "health": ("Wait for the app's health endpoint",),
+}
+
+
+def turn_part(name, switches_seen):
+    name = name.split(" : ", 1)[-1]
+    if name.startswith(SWITCH):
+        return "drain" if switches_seen == 0 else "undrain"
+    for part, names in TURN_PARTS.items():
+        if name in names:
+            return part
+    return None
+
+
+def turns(json_output, play_name):
+    """Each host's turn in a rolling run (from ansible.posix.json's output,
+    where every serial batch is a play of its own): seconds from taking it
+    out of the load balancers (or from its restart, when it was not
+    drained) to the end of putting it back, and how they split between
+    drain (switch and in-flight wait), switch, restart, health and
+    undrain; the rest is the playbook's own overhead (includes, argument
+    checks, small tasks between)."""
+    report = json.loads(json_output[json_output.index("{"):])
+    found = {}
+    for play in report["plays"]:
+        if play["play"]["name"] != play_name:
+            continue
+        parts = {part: 0.0 for part in (*TURN_PARTS, "undrain")}
+        marks, hosts, switches = [], set(), 0
+        for task in play["tasks"]:
+            duration = task["task"]["duration"]
+            hosts.update(task["hosts"])
+            part = turn_part(task["task"]["name"], switches)
+            if part is None or not duration.get("end"):
+                continue
+            switches += task["task"]["name"].split(" : ", 1)[-1].startswith(SWITCH)
+            start, end = unix(duration["start"]), unix(duration["end"])
+            parts[part] += end - start
+            marks += [start, end]
+        if not marks:
+            continue
+        total = max(marks) - min(marks)
+        parts = {part: round(value, 2) for part, value in parts.items()}
+        parts["overhead"] = round(total - sum(parts.values()), 2)
+        for host in hosts:
+            found[host] = {"seconds": round(total, 2), "parts": parts}
+    return found

@@ -11,12 +11,13 @@ COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
 
 
 def plot(results, path):
-    figure, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    figure, axes = plt.subplots(3, 2, figsize=(13, 12.5))
     figure.suptitle(f"asgi-provisioner benchmarks, {results['started']} "
                     f"({results['cpus']} cores, {results['distro']})", fontsize=12)
     rolling_panels(results.get("rolling"), axes[0][0], axes[1][0])
     serving_panel(results.get("serving"), axes[0][1])
     workers_panel(results.get("workers"), axes[1][1])
+    fleet_panels(results.get("fleet"), axes[2][0], axes[2][1])
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -91,3 +92,43 @@ def workers_panel(work, axis):
     axis.legend(loc="upper left", fontsize=8)
     twin.legend(loc="upper right", fontsize=8)
     axis.grid(axis="y", alpha=0.3)
+
+
+def fleet_panels(fleet, time_axis, turn_axis):
+    """Wall time of each playbook against the number of app servers, and
+    each size's host turns in the rolling restart, split into their parts."""
+    if not fleet:
+        time_axis.set_visible(False)
+        turn_axis.set_visible(False)
+        return
+    sizes = sorted(int(size) for size in fleet)
+    rows = [fleet[str(size)] for size in sizes]
+    lines = {"site.yml, fresh": "site_s", "site.yml, no-op": "noop_s", "no-op, Mitogen": "noop_mitogen_s",
+             "deploy, index": "deploy_index_s", "deploy, wheelhouse": "deploy_wheelhouse_s",
+             "rolling restart": "rolling_s"}
+    for index, (label, key) in enumerate(lines.items()):
+        time_axis.plot(sizes, [row.get(key) for row in rows], marker="o", label=label,
+                       color=(COLOURS + ["#8172b3", "#937860"])[index % 6])
+    time_axis.set_xticks(sizes)
+    time_axis.set_xlabel("app servers behind one load balancer")
+    time_axis.set_ylabel("seconds (wall)")
+    time_axis.set_ylim(bottom=0)
+    time_axis.set_title("Time against host count")
+    time_axis.legend(fontsize=8)
+    time_axis.grid(alpha=0.3)
+    parts = ["drain", "switch", "restart", "health", "undrain", "overhead"]
+    bottoms = [0.0] * len(sizes)
+    longest = [row["rolling_turns"].get("longest_parts", {}) for row in rows]
+    for index, part in enumerate(parts):
+        values = [turn.get(part, 0.0) for turn in longest]
+        turn_axis.bar([str(size) for size in sizes], values, bottom=bottoms, label=part,
+                      color=(COLOURS + ["#8172b3", "#937860"])[index])
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    medians = [row["rolling_turns"].get("median_s", 0) for row in rows]
+    turn_axis.plot([str(size) for size in sizes], medians, color="black", marker="x", linestyle="none",
+                   label="median turn")
+    turn_axis.set_xlabel("app servers")
+    turn_axis.set_ylabel("seconds")
+    turn_axis.set_title("Longest host turn in the rolling restart, by part")
+    turn_axis.legend(fontsize=8)
+    turn_axis.grid(axis="y", alpha=0.3)

@@ -9,7 +9,10 @@
 4. rolling restart of three app servers behind a load balancer under
    load: requests/s and latency over time, each host's window;
 5. deploy of a release to the three: wheelhouse built once versus every
-   host installing from the package index.
+   host installing from the package index;
+6. fleet scale: 1, 4 and 8 app servers behind a load balancer: site.yml
+   fresh and no-op, deploy (index and wheelhouse), rolling restart under
+   load, with wall time, controller CPU and each host's turn.
 
 Prints a table, writes bench/results/<timestamp>.json, .png and .md, and
 exits 1 if a target is missed. Configurations are compared within one
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from hosts import PREFIX, PROJECT, Ansible, Hosts, in_host, podman, run
 from measure import (
-    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, window_stats, workers, wrk,
+    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, turns, window_stats, workers, wrk,
 )
 
 APP_HOSTS = [PREFIX + "app1", PREFIX + "app2", PREFIX + "app3"]
@@ -40,7 +43,7 @@ VHOST = "hello.bench.test"
 UNIT = "hello.service"
 SAMPLE = PROJECT / "examples" / "hello_app"
 LOADGEN = PROJECT / "molecule" / "resources" / "loadgen.py"
-PHASES = ["provisioning", "serving", "workers", "rolling", "deploy"]
+PHASES = ["provisioning", "serving", "workers", "rolling", "deploy", "fleet"]
 
 COMMON = {
     "app_name": "hello",
@@ -63,6 +66,10 @@ TARGETS = {
     "nginx_over_direct": (">=", 0.8),
     "nginx_over_naive": (">=", 1.8),
     "rolling_failed": ("==", 0),
+    "fleet_noop_ratio": ("<=", 2.5),
+    "fleet_rolling_failed": ("==", 0),
+    "fleet_longest_turn_s": ("<=", 6.0),
+    "fleet_wheelhouse_slower_at": ("==", 0),
 }
 
 
@@ -339,6 +346,117 @@ def deploys(hosts, ansible, inventory, results, workdir):
     results["deploy"] = timings
 
 
+# --- 6. fleet scale ------------------------------------------------------------
+
+FLEET_SIZES = (1, 4, 8)
+
+
+def controller_cpu():
+    """CPU seconds the controller's child processes (ansible-playbook and
+    its forks) have used so far."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def timed(ansible, inventory, playbook, *args, callback=None, mitogen=False):
+    """A playbook run: wall seconds, controller CPU seconds, result, recap."""
+    cpu = controller_cpu()
+    seconds, result, summary = ansible.playbook(inventory, playbook, *args, callback=callback, mitogen=mitogen)
+    return round(seconds, 1), round(controller_cpu() - cpu, 1), result, summary
+
+
+def release(workdir, version):
+    source = workdir / f"release-{version}"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(SAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "VERSION").write_text(version + "\n")
+    return source
+
+
+def turn_summary(found):
+    seconds = sorted(turn["seconds"] for turn in found.values())
+    if not seconds:
+        return {}
+    longest = max(found.values(), key=lambda turn: turn["seconds"])
+    return {"median_s": round(median_of([{"s": s} for s in seconds], "s"), 2), "longest_s": seconds[-1],
+            "longest_parts": longest["parts"], "turns": found}
+
+
+def fleet(hosts, ansible, results, workdir, sizes):
+    """For each size: a load balancer and N fresh app servers; site.yml
+    fresh and again (no-op), deploy.yml of a new release from the index
+    and with the wheelhouse (cold caches both), rolling_restart.yml under
+    load through the load balancer. Wall time, per host, the controller's
+    CPU, and each host's turn in the rolling runs."""
+    results["fleet"] = {}
+    for size in sizes:
+        hosts.remove_all()
+        apps = [f"{PREFIX}f{size}-app{i}" for i in range(1, size + 1)]
+        lb = f"{PREFIX}f{size}-lb"
+        log(f"fleet of {size}: creating {size} app servers and a load balancer")
+        hosts.create(lb, *apps)
+        inventory = hosts.write_inventory({"load_balancers": [lb], "app_servers": apps}, {"all": COMMON, **CLUSTER})
+        row = {"hosts": size}
+        log(f"fleet of {size}: site.yml on fresh hosts")
+        row["site_s"], row["site_cpu_s"], _, _ = timed(ansible, inventory, "site.yml")
+        log(f"fleet of {size}: site.yml again")
+        row["noop_s"], row["noop_cpu_s"], _, noop = timed(ansible, inventory, "site.yml")
+        if noop.get("changed", 0) != 0:
+            raise RuntimeError(f"the second site.yml run on {size} hosts changed something: {noop}")
+        log(f"fleet of {size}: site.yml again, through Mitogen")
+        row["noop_mitogen_s"], row["noop_mitogen_cpu_s"], _, noop = timed(ansible, inventory, "site.yml", mitogen=True)
+        if noop.get("changed", 0) != 0:
+            raise RuntimeError(f"the no-op site.yml through Mitogen on {size} hosts changed something: {noop}")
+        answers(f"http://{hosts.addresses[lb]}/")
+        for version, mode in (("2.0.0", "index"), ("3.0.0", "wheelhouse")):
+            log(f"fleet of {size}: deploy {version}, {mode}, cold caches")
+            for host in apps:
+                in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+            wall, cpu, result, _ = timed(
+                ansible, inventory, "playbooks/deploy.yml", "-e", f"app_source_dir={release(workdir, version)}",
+                "-e", f"deploy_wheelhouse={str(mode == 'wheelhouse').lower()}", callback="ansible.posix.json")
+            seen = {answers(f"http://{hosts.addresses[lb]}/")["version"] for _ in range(6)}
+            if seen != {version}:
+                raise RuntimeError(f"after the {mode} deploy to {size} hosts the load balancer answered {seen}")
+            row[f"deploy_{mode}_s"], row[f"deploy_{mode}_cpu_s"] = wall, cpu
+            row[f"deploy_{mode}_turns"] = turn_summary(turns(result.stdout, "Switch the hosts, one batch at a time"))
+        log(f"fleet of {size}: rolling restart under load")
+        stop = workdir / f"stop-load-{size}"
+        load = subprocess.Popen(
+            [sys.executable, str(LOADGEN), "--url", f"http://{hosts.addresses[lb]}/", "--host", VHOST,
+             "--concurrency", "8", "--duration", "280", "--max-requests", "1000000", "--stop-file", str(stop)],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3)
+            wall, cpu, result, _ = timed(ansible, inventory, "playbooks/rolling_restart.yml", callback="ansible.posix.json")
+            time.sleep(2)
+        finally:
+            stop.touch()
+            out, _ = load.communicate(timeout=120)
+        summary = json.loads(out)
+        row.update({
+            "rolling_s": wall, "rolling_cpu_s": cpu, "rolling_requests": summary["requests"],
+            "rolling_failed": summary["failed"], "rolling_truncated": summary["truncated"],
+            "rolling_turns": turn_summary(turns(result.stdout, "Restart the hosts, one batch at a time")),
+        })
+        log(f"fleet of {size}: {row['site_s']} s fresh, {row['noop_s']} s no-op, deploy index "
+            f"{row['deploy_index_s']} s / wheelhouse {row['deploy_wheelhouse_s']} s, rolling {wall} s, "
+            f"{summary['requests']} requests, {summary['failed']} failed")
+        results["fleet"][str(size)] = row
+    hosts.remove_all()
+    sizes_run = sorted(int(size) for size in results["fleet"])
+    if len(sizes_run) > 1:
+        one, most = results["fleet"][str(sizes_run[0])], results["fleet"][str(sizes_run[-1])]
+        results["fleet_noop_ratio"] = round(most["noop_s"] / one["noop_s"], 2)
+    results["fleet_rolling_failed"] = sum(row["rolling_failed"] for row in results["fleet"].values())
+    results["fleet_longest_turn_s"] = max(
+        (row[key].get("longest_s", 0) for row in results["fleet"].values()
+         for key in ("rolling_turns", "deploy_index_turns", "deploy_wheelhouse_turns")), default=0)
+    wheel_slower = [size for size, row in results["fleet"].items()
+                    if int(size) >= 4 and row["deploy_wheelhouse_s"] > row["deploy_index_s"]]
+    results["fleet_wheelhouse_slower_at"] = len(wheel_slower)
+
+
 # --- report -----------------------------------------------------------------
 
 def verdicts(results):
@@ -347,6 +465,10 @@ def verdicts(results):
         "nginx_over_direct": results.get("serving", {}).get("nginx_over_direct"),
         "nginx_over_naive": results.get("serving", {}).get("nginx_over_naive"),
         "rolling_failed": results.get("rolling_failed"),
+        "fleet_noop_ratio": results.get("fleet_noop_ratio"),
+        "fleet_rolling_failed": results.get("fleet_rolling_failed"),
+        "fleet_longest_turn_s": results.get("fleet_longest_turn_s"),
+        "fleet_wheelhouse_slower_at": results.get("fleet_wheelhouse_slower_at"),
     }
     checks = {}
     for key, value in found.items():
@@ -398,6 +520,20 @@ def table(results):
         add(("Deploy of a release to 3 hosts (cold caches)", "", ""))
         for mode, d in dep.items():
             add((f"{mode} ({d['version']})", f"{d['seconds']} s", recap_text(d["recap"])))
+    fleet_rows = results.get("fleet")
+    if fleet_rows:
+        add(("Fleet: N app servers behind one load balancer (wall s, controller CPU s)", "", ""))
+        for size, row in sorted(fleet_rows.items(), key=lambda item: int(item[0])):
+            n = int(size)
+            add((f"{n} hosts: site.yml fresh / no-op", f"{row['site_s']} / {row['noop_s']} s",
+                 f"per host {row['site_s'] / n:.1f} / {row['noop_s'] / n:.1f} s, CPU {row['site_cpu_s']} / {row['noop_cpu_s']} s"))
+            add((f"{n} hosts: no-op through Mitogen", f"{row['noop_mitogen_s']} s", f"CPU {row['noop_mitogen_cpu_s']} s"))
+            add((f"{n} hosts: deploy index / wheelhouse", f"{row['deploy_index_s']} / {row['deploy_wheelhouse_s']} s",
+                 f"CPU {row['deploy_index_cpu_s']} / {row['deploy_wheelhouse_cpu_s']} s"))
+            turn = row["rolling_turns"]
+            detail = (f"{row['rolling_requests']} requests, {row['rolling_failed']} failed; turn median "
+                      f"{turn.get('median_s')} s, longest {turn.get('longest_s')} s {turn.get('longest_parts', {})}")
+            add((f"{n} hosts: rolling restart, 8 clients", f"{row['rolling_s']} s", detail))
     if results.get("targets"):
         add(("Targets", "", ""))
     for key, check in results.get("targets", {}).items():
@@ -434,7 +570,7 @@ def report(results, base):
     """Print the table; write it as base.md and the figure as base.png."""
     rows = table(results)
     base.with_suffix(".md").write_text(markdown(rows))
-    if "rolling" in results or "serving" in results:
+    if "rolling" in results or "serving" in results or "fleet" in results:
         from plot import plot  # matplotlib: only when there is something to draw
         plot(results, base.with_suffix(".png"))
     print_table(rows)
@@ -447,6 +583,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="runs of each configuration, interleaved")
     parser.add_argument("--only", default=",".join(PHASES), help="phases to run (provisioning always runs)")
+    parser.add_argument("--fleet", default=",".join(map(str, FLEET_SIZES)), help="app server counts of the fleet phase")
     parser.add_argument("--keep", action="store_true", help="leave the hosts running afterwards")
     parser.add_argument("--report", metavar="JSON", help="only write the table, .md and .png of an earlier run")
     args = parser.parse_args()
@@ -478,6 +615,8 @@ def main():
                 rolling(hosts, ansible, inventory, results, workdir)
             if "deploy" in only:
                 deploys(hosts, ansible, inventory, results, workdir)
+        if "fleet" in only:
+            fleet(hosts, ansible, results, workdir, [int(n) for n in args.fleet.split(",")])
     finally:
         if not args.keep:
             hosts.remove_all()
