@@ -221,3 +221,19 @@ def turns(json_output, play_name):
         for host in hosts:
             found[host] = {"seconds": round(total, 2), "parts": parts}
     return found
+
+
+def slowest_tasks(json_output, count=8):
+    """The tasks of a run that took longest (wall seconds from the first
+    host's start to the last host's end, the same task name in several
+    plays added up): where a playbook's time goes."""
+    report = json.loads(json_output[json_output.index("{"):])
+    spent = {}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            duration = task["task"]["duration"]
+            if duration.get("end"):
+                name = task["task"]["name"]
+                spent[name] = spent.get(name, 0.0) + unix(duration["end"]) - unix(duration["start"])
+    ranked = sorted(spent.items(), key=lambda item: -item[1])[:count]
+    return [[name, round(seconds, 2)] for name, seconds in ranked]

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from hosts import PREFIX, PROJECT, Ansible, Hosts, in_host, podman, run
 from measure import (
-    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, turns, window_stats, workers, wrk,
+    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, slowest_tasks, turns, window_stats,
+    workers, wrk,
 )
 
 APP_HOSTS = [PREFIX + "app1", PREFIX + "app2", PREFIX + "app3"]
@@ -419,6 +420,7 @@ def fleet(hosts, ansible, results, workdir, sizes):
             if seen != {version}:
                 raise RuntimeError(f"after the {mode} deploy to {size} hosts the load balancer answered {seen}")
             row[f"deploy_{mode}_s"], row[f"deploy_{mode}_cpu_s"] = wall, cpu
+            row[f"deploy_{mode}_slowest"] = slowest_tasks(result.stdout)
             row[f"deploy_{mode}_turns"] = turn_summary(turns(result.stdout, "Switch the hosts, one batch at a time"))
         log(f"fleet of {size}: rolling restart under load")
         stop = workdir / f"stop-load-{size}"
