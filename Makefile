@@ -38,7 +38,7 @@ help:
 	@echo "make demo-down   remove the demo host"
 	@echo "make test        lint and run every molecule scenario (SCENARIO=name or name@debian13 for one)"
 	@echo "make lint        ansible-lint (production profile) and yamllint"
-	@echo "make bench       benchmarks on local podman hosts (about 10 minutes)"
+	@echo "make bench       benchmarks on local podman hosts (about 45 minutes)"
 
 bootstrap: deps venv image
 

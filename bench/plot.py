@@ -11,13 +11,20 @@ COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
 
 
 def plot(results, path):
-    figure, axes = plt.subplots(3, 2, figsize=(13, 12.5))
+    # Two rows for the single-cluster phases, one for the fleet: only the
+    # rows a run has figures for.
+    others = any(results.get(key) for key in ("rolling", "serving", "workers"))
+    fleet = results.get("fleet")
+    rows = 2 * others + bool(fleet)
+    figure, axes = plt.subplots(rows, 2, figsize=(13, 4.2 * rows + 0.5), squeeze=False)
     figure.suptitle(f"asgi-provisioner benchmarks, {results['started']} "
                     f"({results['cpus']} cores, {results['distro']})", fontsize=12)
-    rolling_panels(results.get("rolling"), axes[0][0], axes[1][0])
-    serving_panel(results.get("serving"), axes[0][1])
-    workers_panel(results.get("workers"), axes[1][1])
-    fleet_panels(results.get("fleet"), axes[2][0], axes[2][1])
+    if others:
+        rolling_panels(results.get("rolling"), axes[0][0], axes[1][0])
+        serving_panel(results.get("serving"), axes[0][1])
+        workers_panel(results.get("workers"), axes[1][1])
+    if fleet:
+        fleet_panels(fleet, axes[rows - 1][0], axes[rows - 1][1])
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
