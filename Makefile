@@ -121,7 +121,7 @@ test: bootstrap ssh
 	for distro in $(TEST_DISTROS); do molecule/resources/build-image.sh $$distro; done
 	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" TEST_JOBS=$(TEST_JOBS) \
 	  PYTHONPATH=molecule pytest -p no:cacheprovider -p timings -o console_output_style=classic --durations=0 \
-	  $(if $(filter 1,$(TEST_JOBS)),--capture=no,-n $(TEST_JOBS) --dist loadgroup) \
+	  $(if $(filter 1,$(TEST_JOBS)),--capture=no,-n $(TEST_JOBS) --dist loadscope) \
 	  molecule/test_scenarios.py
 
 clean: demo-down
