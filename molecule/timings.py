@@ -107,7 +107,8 @@ def clear() -> None:
 
 
 def pytest_sessionstart(session) -> None:
-    if not hasattr(session.config, "workerinput"):  # the controller, not a lane
+    # The controller of a run that runs scenarios (not a lane, not --collect-only).
+    if not hasattr(session.config, "workerinput") and not session.config.option.collectonly:
         clear()
 
 
