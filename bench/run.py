@@ -324,19 +324,29 @@ def rolling(hosts, ansible, inventory, results, workdir, lead=15, tail=10):
 
 # --- 5. deploy: wheelhouse versus index ---------------------------------------
 
+def release(workdir, version):
+    """The sample app's source as release `version`."""
+    source = workdir / f"release-{version}"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(SAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "VERSION").write_text(version + "\n")
+    return source
+
+
+def cold_caches(apps):
+    """Empty the package caches and build directory on every app server:
+    what a deploy measures is fetching the dependencies once or per host."""
+    for host in apps:
+        in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+
+
 def deploys(hosts, ansible, inventory, results, workdir):
     timings = {}
     for version, wheelhouse in (("2.0.0", False), ("3.0.0", True)):
         mode = "wheelhouse" if wheelhouse else "index"
         log(f"deploy {version} to three hosts, {mode}")
-        source = workdir / f"release-{version}"
-        shutil.rmtree(source, ignore_errors=True)
-        shutil.copytree(SAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
-        (source / "VERSION").write_text(version + "\n")
-        # Cold caches on every host, for both: what is measured is fetching
-        # the dependencies once or three times.
-        for host in APP_HOSTS:
-            in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+        source = release(workdir, version)
+        cold_caches(APP_HOSTS)
         seconds, _, summary = ansible.playbook(
             inventory, "playbooks/deploy.yml",
             "-e", f"app_source_dir={source}", "-e", f"deploy_wheelhouse={str(wheelhouse).lower()}")
@@ -364,14 +374,6 @@ def timed(ansible, inventory, playbook, *args, callback=None, mitogen=False):
     cpu = controller_cpu()
     seconds, result, summary = ansible.playbook(inventory, playbook, *args, callback=callback, mitogen=mitogen)
     return round(seconds, 1), round(controller_cpu() - cpu, 1), result, summary
-
-
-def release(workdir, version):
-    source = workdir / f"release-{version}"
-    shutil.rmtree(source, ignore_errors=True)
-    shutil.copytree(SAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "VERSION").write_text(version + "\n")
-    return source
 
 
 def turn_summary(found):
@@ -411,8 +413,7 @@ def fleet(hosts, ansible, results, workdir, sizes):
         answers(f"http://{hosts.addresses[lb]}/")
         for version, mode in (("2.0.0", "index"), ("3.0.0", "wheelhouse")):
             log(f"fleet of {size}: deploy {version}, {mode}, cold caches")
-            for host in apps:
-                in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+            cold_caches(apps)
             wall, cpu, result, _ = timed(
                 ansible, inventory, "playbooks/deploy.yml", "-e", f"app_source_dir={release(workdir, version)}",
                 "-e", f"deploy_wheelhouse={str(mode == 'wheelhouse').lower()}", callback="ansible.posix.json")
