@@ -171,7 +171,7 @@ def median_of(runs, key):
 SWITCH = "Switch the server on each load balancer"
 TURN_PARTS = {
     "drain": ("Wait for the requests in flight to finish",),
-    "switch": ("Read the live and previous releases from their links", "Point `previous` at the release that was live",
+    "switch": ("Read the live and previous releases from their links",
                "Switch `current` to the release (an atomic rename of the link)"),
     "restart": ("Restart the app's service", "Restart the app's program", "Restart the app's watcher"),
     "health": ("Wait for the app's health endpoint",),

@@ -362,7 +362,7 @@ def test_secrets_never_appear_in_verbose_output(host):
     run = playbook(CONVERGE, "-vvv", "-e", json.dumps(extra))
     assert run.returncode == 0, run.stdout[-3000:]
     output = run.stdout + run.stderr
-    assert len(output) > 100_000  # it was verbose
+    assert output.count("ESTABLISH SSH CONNECTION") > 20, output[-3000:]  # it was verbose (-vvv)
     assert token not in output and password not in output
     assert "s3cr3t-molecule-token" not in output and "cr3dential-molecule-pw" not in output
     # The new values did reach the app.
