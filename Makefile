@@ -98,6 +98,7 @@ demo-down: venv
 lint: venv
 	yamllint --strict .
 	ansible-lint
+	ruff check bench molecule
 
 # Provisioning, serving (wrk), worker counts, rolling restart and deploy
 # timings on local podman hosts reached over SSH: a table on stdout and

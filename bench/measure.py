@@ -27,11 +27,11 @@ def wrk(url, host_header, seconds, connections=32, threads=2, cpus=None):
 
 def parse_wrk(output):
     def latency(percent):
-        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
         return round(float(found.group(1)) * UNITS_MS[found.group(2)], 3) if found else None
 
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    total = re.search(r"^\s+(\d+) requests in", output, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    total = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
@@ -103,7 +103,7 @@ def buckets(timeline, width=1.0):
     for start, latency_ms, ok in timeline["records"]:
         slots.setdefault(int(start // width), []).append((latency_ms, ok))
     series = []
-    for slot in range(0, max(slots) + 1 if slots else 0):
+    for slot in range(max(slots) + 1 if slots else 0):
         items = slots.get(slot, [])
         latencies = sorted(latency for latency, _ in items)
         series.append({
@@ -157,7 +157,7 @@ def host_windows(json_output, play_name):
 
 
 def unix(stamp):
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return datetime.datetime.fromisoformat(stamp).timestamp()
 
 
 def median_of(runs, key):

@@ -5,7 +5,7 @@ three set-ups, and the worker-count policies."""
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
+import matplotlib.pyplot as plt
 
 COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
 

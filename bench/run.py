@@ -34,8 +34,18 @@ from pathlib import Path
 
 from hosts import PREFIX, PROJECT, Ansible, Hosts, in_host, podman, run
 from measure import (
-    buckets, cpu_seconds, host_windows, main_pid, median_of, memory, set_workers, slowest_tasks, turns, window_stats,
-    workers, wrk,
+    buckets,
+    cpu_seconds,
+    host_windows,
+    main_pid,
+    median_of,
+    memory,
+    set_workers,
+    slowest_tasks,
+    turns,
+    window_stats,
+    workers,
+    wrk,
 )
 
 APP_HOSTS = [PREFIX + "app1", PREFIX + "app2", PREFIX + "app3"]
@@ -596,7 +606,7 @@ def main():
         report(results, Path(args.report).with_suffix(""))
         return 0
 
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = PROJECT / ".cache" / "bench" / stamp
     hosts = Hosts(workdir, args.distro)
     ansible = Ansible(workdir)

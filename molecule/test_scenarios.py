@@ -75,6 +75,7 @@ def run(*argv: str, env: dict | None = None, log: Path | None = None, clock: tim
 def test_lint() -> None:
     run("yamllint", "--strict", ".")
     run("ansible-lint")
+    run("ruff", "check", "bench", "molecule")
 
 
 @pytest.mark.skipif(not LINT, reason="a single scenario was asked for")

@@ -11,7 +11,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import pytest
 from testlib import (
     CONVERGE,
     PROJECT,

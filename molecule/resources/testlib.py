@@ -52,14 +52,7 @@ def scenario_host(_testinfra_host):
 
 def http_get(host, path="/", vhost="localhost", address="", port=80, headers=None):
     """GET through nginx from inside the host; address defaults to 127.0.0.1."""
-    cmd = "python3 -c {} {} {} {} {} {}".format(
-        shlex.quote(_HTTP_PROBE),
-        shlex.quote(vhost),
-        shlex.quote(path),
-        port,
-        shlex.quote(address),
-        shlex.quote(json.dumps(headers or {})),
-    )
+    cmd = f"python3 -c {shlex.quote(_HTTP_PROBE)} {shlex.quote(vhost)} {shlex.quote(path)} {port} {shlex.quote(address)} {shlex.quote(json.dumps(headers or {}))}"
     out = host.check_output(cmd)
     answer = json.loads(out)
     if answer.get("status") and answer["headers"].get("content-type", "").startswith("application/json"):

@@ -276,7 +276,7 @@ def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, rel
         assert "installed=index" in app.file(f"/srv/hello/releases/{entry['release']}/.release").content_string
     assert not apps["asgi-app1"].file(LOCK).exists
     assert_all_in_service(host)
-    after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    after, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
     assert after["failed"] == 0 and set(after["hosts"]) == set(APPS), after
 
 
@@ -298,7 +298,7 @@ def test_release_crashing_on_start_fails_the_deploy_and_the_previous_keeps_servi
     assert last_log_entry(apps["asgi-app1"])["outcome"] == "failed, restored"
     assert not apps["asgi-app1"].file(LOCK).exists
     assert_all_in_service(host)
-    after, rc, err = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
+    after, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
     assert after["failed"] == 0 and set(after["hosts"]) == set(APPS), after
 
 

@@ -3,4 +3,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "resources"))
 
-from testlib import scenario_host as host  # noqa: E402,F401
+from testlib import scenario_host as host  # noqa: F401

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from testlib import (
-    assert_check_mode_changes_nothing,
     assert_active,
+    assert_check_mode_changes_nothing,
     assert_only_in_hand_answers_lost,
     child_pids,
     exposure,

@@ -5,8 +5,15 @@ checked on the running host."""
 import json
 
 import pytest
-from manager_suite import *  # noqa: F403 -- the shared tests run here too
-from manager_suite import APP, VHOST, Manager, expected_workers, uvicorn_pids, wait_for_workers
+from manager_suite import *
+from manager_suite import (
+    APP,
+    VHOST,
+    Manager,
+    expected_workers,
+    uvicorn_pids,
+    wait_for_workers,
+)
 from testlib import assert_ran, assert_refused_before_any_change, main_pid
 
 SUPERVISOR = Manager(name="supervisor", unit="supervisor.service", log=f"/var/log/supervisor/{APP}-*.log")

@@ -5,7 +5,7 @@ service), checked on the running host."""
 import json
 
 import pytest
-from manager_suite import *  # noqa: F403 -- the shared tests run here too
+from manager_suite import *
 from manager_suite import APP, VHOST, Manager, expected_workers, wait_for_workers
 from testlib import assert_ran, exposure, http_get, main_pid
 

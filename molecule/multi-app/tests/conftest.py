@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "resources"))
 
-from testlib import ssh_host  # noqa: E402
+from testlib import ssh_host
 
 
 @pytest.fixture(scope="module")

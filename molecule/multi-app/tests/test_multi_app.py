@@ -168,7 +168,7 @@ def hosts_that_ran(output, title):
     """The inventory names a task ran for (ok, changed or failed; not
     skipped), from a playbook's output."""
     block = output.split(f"TASK [{title}]", 1)[1].split("TASK [", 1)[0]
-    return set(re.findall(r"^(?:ok|changed|failed): \[([^\]]+)\]", block, re.M))
+    return set(re.findall(r"^(?:ok|changed|failed): \[([^\]]+)\]", block, re.MULTILINE))
 
 
 def test_removed_app_comes_back_with_site_yml(host):
@@ -177,8 +177,8 @@ def test_removed_app_comes_back_with_site_yml(host):
     name's alone, so the two never build them at the same moment."""
     run = converge()
     assert_ran(run)
-    for app in APPS:
-        assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == APPS[app]
+    for app, message in APPS.items():
+        assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == message
     # One name of the machine (the inventory's first) installs Python and uv.
     assert len(hosts_that_ran(run.stdout, "python : Read the installed uv's link and version")) == 1, run.stdout[-5000:]
     assert hosts_that_ran(run.stdout, "app : Look for a finished build of this release") == {"shop", "blog"}, run.stdout[-5000:]

@@ -8,7 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from testlib import assert_check_mode_changes_nothing, http_get, playbook, recap, ssh_host
+from testlib import (
+    assert_check_mode_changes_nothing,
+    http_get,
+    playbook,
+    recap,
+    ssh_host,
+)
 
 testinfra_hosts = ["asgi-tls-app"]
 
