@@ -180,7 +180,7 @@ def test_removed_app_comes_back_with_site_yml(host):
     for app, message in APPS.items():
         assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == message
     # One name of the machine (the inventory's first) installs Python and uv.
-    assert len(hosts_that_ran(run.stdout, "python : Read the installed uv's link and version")) == 1, run.stdout[-5000:]
+    assert len(hosts_that_ran(run.stdout, "python : Read the installed packages, the pip and uv settings and uv")) == 1, run.stdout[-5000:]
     assert hosts_that_ran(run.stdout, "app : Look for a finished build of this release") == {"shop", "blog"}, run.stdout[-5000:]
 
 
