@@ -181,7 +181,7 @@ def test_removed_app_comes_back_with_site_yml(host):
         assert http_get(host, "/", vhost=vhost(app))["json"]["message"] == message
     # One name of the machine (the inventory's first) installs Python and uv.
     assert len(hosts_that_ran(run.stdout, "python : Read the installed packages, the pip and uv settings and uv")) == 1, run.stdout[-5000:]
-    assert hosts_that_ran(run.stdout, "app : Look for a finished build of this release") == {"shop", "blog"}, run.stdout[-5000:]
+    assert hosts_that_ran(run.stdout, "app : Read the release's build, the links and the releases on disk") == {"shop", "blog"}, run.stdout[-5000:]
 
 
 def test_purge_removes_the_data_user_and_deploy_log_too(host):
