@@ -84,7 +84,7 @@ ssh: deps
 	  '  LogLevel ERROR' \
 	  '  ControlMaster auto' \
 	  '  ControlPath $(TEST_SSH)/cp-%C' \
-	  '  ControlPersist 120' > $(TEST_SSH)/config
+	  '  ControlPersist 600' > $(TEST_SSH)/config
 
 demo: bootstrap
 	ansible-playbook playbooks/demo_up.yml -e demo_port=$(DEMO_PORT) -e demo_distro=$(DISTRO)
@@ -98,7 +98,8 @@ demo-down: venv
 lint: venv
 	yamllint --strict .
 	ansible-lint
-	ruff check bench molecule
+	ruff check bench molecule roles examples
+	ruff format --check roles/app/files
 
 # Provisioning, serving (wrk), worker counts, rolling restart and deploy
 # timings on local podman hosts reached over SSH: a table on stdout and

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The benchmarks (`make bench`): local podman hosts, provisioned over SSH.
 
-1. provisioning: site.yml on a fresh host, then again (a no-op);
+1. provisioning: site.yml on a fresh host, then again (a no-op), then a
+   release of a source tree of 5,000 files;
 2. serving, with wrk against one host in one run: through nginx to the
    app's socket (this project), straight to gunicorn over TCP, and through
    a naive nginx (TCP to gunicorn, no upstream keep-alive);
@@ -74,6 +75,7 @@ CLUSTER = {
 }
 TARGETS = {
     "noop_over_first": ("<=", 0.25),
+    "source_copy_s": ("<=", 15.0),
     "nginx_over_direct": (">=", 0.8),
     "nginx_over_naive": (">=", 1.8),
     "rolling_failed": ("==", 0),
@@ -102,6 +104,47 @@ def provisioning(hosts, ansible, results):
         "first_s": round(first, 1), "noop_s": round(noop, 1), "noop_over_first": round(noop / first, 3),
         "first_recap": first_recap, "noop_recap": noop_recap,
     }
+    source_tree(ansible, inventory, results)
+
+
+# Task names (role prefix included) of getting a controller directory into
+# a release: its digest names the release, then one archive is packed on
+# the controller and unpacked on the host.
+SOURCE_COPY_TASKS = [
+    "app : Name the release",
+    "app : Pack the source tree on the controller",
+    "app : Unpack the source tree (owners and modes as packed)",
+]
+
+
+def source_tree(ansible, inventory, results, files=5000):
+    """A release of a source tree of `files` files (the sample app plus
+    assets in 50 directories and a developer's leftovers that are left
+    out): site.yml's time, and the part of it spent naming, packing and
+    unpacking the tree."""
+    log(f"source tree: a release of {files} files")
+    tree = Path(tempfile.mkdtemp(prefix="bench-tree-")) / "app"
+    shutil.copytree(SAMPLE, tree)
+    for index in range(files):
+        folder = tree / "assets" / f"d{index % 50:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"asset{index:05d}.json").write_text(json.dumps({"index": index, "name": f"asset {index}"}) + "\n")
+    (tree / ".venv" / "lib").mkdir(parents=True)
+    for index in range(500):
+        (tree / ".venv" / "lib" / f"left{index}.py").write_text("# a developer's venv: never copied\n")
+    try:
+        seconds, result, _ = ansible.playbook(inventory, "site.yml", "-e", f"app_source_dir={tree}", callback="ansible.posix.json")
+        spent = dict(slowest_tasks(result.stdout, count=1000))
+        copy = {name: spent.get(name, 0.0) for name in SOURCE_COPY_TASKS}
+        results["source_tree"] = {
+            "files": files, "site_s": round(seconds, 1), "copy_s": round(sum(copy.values()), 2),
+            "copy_tasks": copy, "slowest": slowest_tasks(result.stdout),
+        }
+        results["source_copy_s"] = results["source_tree"]["copy_s"]
+    finally:
+        shutil.rmtree(tree.parent)
+    # Back to the sample app's release for the phases that follow.
+    ansible.playbook(inventory, "site.yml")
 
 
 # --- 2. serving -------------------------------------------------------------
@@ -475,6 +518,7 @@ def fleet(hosts, ansible, results, workdir, sizes):
 def verdicts(results):
     found = {
         "noop_over_first": results.get("provisioning", {}).get("noop_over_first"),
+        "source_copy_s": results.get("source_copy_s"),
         "nginx_over_direct": results.get("serving", {}).get("nginx_over_direct"),
         "nginx_over_naive": results.get("serving", {}).get("nginx_over_naive"),
         "rolling_failed": results.get("rolling_failed"),
@@ -501,6 +545,10 @@ def table(results):
         add(("Provisioning", "", ""))
         add(("site.yml, fresh host", f"{prov['first_s']} s", recap_text(prov["first_recap"])))
         add(("site.yml again (no-op)", f"{prov['noop_s']} s", recap_text(prov["noop_recap"])))
+    tree = results.get("source_tree")
+    if tree:
+        add((f"site.yml, a release of {tree['files']} files", f"{tree['site_s']} s",
+             f"of which naming, packing and unpacking the tree {tree['copy_s']} s"))
     serve = results.get("serving")
     if serve:
         pinning = f", {serve['pinned']}" if serve.get("pinned") else ""

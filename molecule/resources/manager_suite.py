@@ -20,7 +20,9 @@ from testlib import (
     assert_ran,
     assert_refused_before_any_change,
     converge,
+    expected_environ,
     http_get,
+    inventory_vars,
     journal,
     load_while,
     main_pid,
@@ -29,8 +31,8 @@ from testlib import (
     vcpus,
 )
 
-APP = "hello"
-VHOST = "hello.test"
+APP = "bookshelf"
+VHOST = "bookshelf.test"
 ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
 
 
@@ -113,11 +115,31 @@ def test_request_through_nginx_is_answered_by_the_managers_processes(host, manag
     answer = http_get(host, "/", vhost=VHOST)
     assert answer["status"] == 200, answer
     assert answer["json"]["app"] == APP
-    # The env file is loaded (uvicorn --env-file).
-    assert answer["json"]["message"] == "Hello from molecule"
+    # The env file is loaded (see test_settings_arrive_as_written).
+    assert answer["json"]["message"] == "Grüße aus dem Regal — 本棚"
     assert answer["json"]["pid"] in uvicorn_pids(host, manager)
     scheme = http_get(host, "/request", vhost=VHOST, headers={"X-Forwarded-For": "203.0.113.9"})
     assert scheme["json"]["client"] == "127.0.0.1", scheme  # nginx replaces a forged address
+
+
+def assert_settings_arrive_as_written(host):
+    """Every app_env and app_secrets value of the inventory is, byte for
+    byte, what the app's process finds in its environment (UTF-8, a PEM
+    key's lines, quotes, $, #, backslashes; lists, mappings, numbers and
+    booleans as JSON), and what its pydantic-settings model parsed."""
+    variables = inventory_vars(host.backend.hostname)
+    written = {**variables["app_env"], **variables["app_secrets"]}
+    answer = http_get(host, "/settings", vhost=VHOST)
+    assert answer["status"] == 200, answer
+    environ = {name: value for name, value in answer["json"]["environ"].items() if value is not None}
+    assert environ == expected_environ(written)
+    parsed = answer["json"]["parsed"]
+    for name, value in written.items():
+        assert parsed[name.removeprefix("BOOKSHELF_").lower()] == value, name
+
+
+def test_settings_arrive_as_written(host, manager):
+    assert_settings_arrive_as_written(host)
 
 
 def test_access_log_is_written_to_a_rotated_file(host, manager):

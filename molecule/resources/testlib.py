@@ -41,7 +41,8 @@ def ssh_host(name):
     """A test host by its container name, over SSH: every command goes over
     one multiplexed connection (about 10 ms a command; `podman exec` takes
     about 190 ms)."""
-    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG))
+    # Connecting starts sshd through `podman exec`: allow for a loaded machine.
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG), timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,20 @@ def playbook(playbook_path, *args, fresh_facts=False):
     """Run ansible-playbook against the scenario's hosts, as molecule does."""
     argv, env = _playbook_command(playbook_path, *args, fresh_facts=fresh_facts)
     return subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+
+
+def inventory_vars(host_name):
+    """A host's variables as the scenario's inventory gives them
+    (ansible-inventory, before any templating)."""
+    argv, env = _playbook_command("unused")
+    argv = ["ansible-inventory", "-i", argv[2], "--host", host_name]
+    return json.loads(subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, check=True).stdout)
+
+
+def expected_environ(settings):
+    """What each of app_env / app_secrets must be in the app's environment:
+    strings as written, everything else as JSON (UTF-8, not escaped)."""
+    return {name: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) for name, value in settings.items()}
 
 
 def start_playbook(playbook_path, *args):

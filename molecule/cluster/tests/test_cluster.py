@@ -52,7 +52,8 @@ def apps():
 def releases(tmp_path_factory):
     """Sources of the sample app as 2.0.0, as a 3.0.0 whose health
     endpoint answers 500 (it starts and serves `/` otherwise), and as a
-    4.0.0 that crashes on start (its module raises on import)."""
+    4.0.0 that crashes on start: it imports (so it passes the build's
+    import check) but its startup fails when a server runs it."""
     root = tmp_path_factory.mktemp("releases")
     sources = {}
     for version in ("2.0.0", "3.0.0", "4.0.0"):
@@ -68,7 +69,13 @@ def releases(tmp_path_factory):
         code.replace(healthy, 'from fastapi.responses import JSONResponse\n    return JSONResponse({"status": "broken"}, 500)')
     )
     crashing = sources["4.0.0"] / "main.py"
-    crashing.write_text(crashing.read_text() + '\nraise RuntimeError("release 4.0.0 cannot start: no database")\n')
+    crashing.write_text(
+        crashing.read_text()
+        + "\n\nfrom contextlib import asynccontextmanager\n\n\n@asynccontextmanager\n"
+        + "async def no_database(app):\n"
+        + '    raise RuntimeError("release 4.0.0 cannot start: no database")\n    yield\n\n\n'
+        + "app.router.lifespan_context = no_database\n"
+    )
     return sources
 
 
@@ -141,6 +148,35 @@ def test_a_dead_app_server_costs_no_request(host, apps):
     config = host.check_output("nginx -T 2>/dev/null")
     assert "proxy_next_upstream error timeout http_502 http_504;" in config
     assert "non_idempotent" not in config
+
+
+def greetings(apps):
+    """HELLO_GREETING in the environment of each app server's gunicorn."""
+    return {
+        name: app.check_output(f"tr '\\0' '\\n' < /proc/{main_pid(app, 'hello.service')}/environ | sed -n 's/^HELLO_GREETING=//p'")
+        for name, app in apps.items()
+    }
+
+
+@pytest.mark.parametrize("greeting", ["Hello from the rolled cluster", "Hello from the cluster"])
+def test_a_settings_change_rolls_through_the_load_balancer(host, apps, greeting):
+    """site.yml with changed settings on the running fleet (its release
+    unchanged): every app server restarts with them, drained one at a time,
+    and the load through the load balancer loses nothing; then back to the
+    inventory's settings the same way."""
+    before = masters(apps)
+    settings = {"app_env": {"HELLO_GREETING": greeting}}
+    load, run = load_while(host, lambda: converge("-e", json.dumps(settings)), vhost=VHOST)
+    assert_ran(run)
+    assert_no_failures(load)
+    assert run.stdout.count("PLAY [Roll the changes through the load balancers, one batch at a time]") == len(APPS)
+    after = masters(apps)
+    assert all(after[name] != before[name] for name in APPS), (before, after)
+    assert greetings(apps) == dict.fromkeys(APPS, greeting)
+    for app in apps.values():
+        assert last_log_entry(app)["outcome"] == "restarted"
+    assert not apps["asgi-app1"].file(LOCK).exists
+    assert_all_in_service(host)
 
 
 def prestart_runs(apps):

@@ -8,6 +8,8 @@ disturb the other. The removal runs last.
 
 import re
 import shutil
+import tarfile
+from pathlib import Path
 
 import pytest
 from testlib import (
@@ -26,7 +28,8 @@ from testlib import (
 APPS = {"shop": "Hello from the shop", "blog": "Hello from the blog"}
 ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
 DEPLOY = PROJECT / "playbooks" / "deploy.yml"
-SAMPLE = PROJECT / "examples" / "hello_app"
+STOREFRONT = PROJECT / "examples" / "storefront"
+JOURNAL = PROJECT / "examples" / "journal"
 
 
 def vhost(app):
@@ -107,11 +110,47 @@ def test_restart_of_one_app_under_load_fails_nothing_on_the_other(host):
 
 @pytest.fixture(scope="module")
 def new_release(tmp_path_factory):
-    """The sample app as release 2.0.0."""
+    """The shop's app as release 2.0.0."""
     target = tmp_path_factory.mktemp("releases") / "2.0.0"
-    shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(STOREFRONT, target, ignore=shutil.ignore_patterns("__pycache__"))
     (target / "VERSION").write_text("2.0.0\n")
     return target
+
+
+def test_a_requirement_whose_hash_does_not_match_is_never_installed(host, tmp_path):
+    """The shop's requirements pin every file by hash: one changed hash and
+    the build stops, naming the package, before anything is switched."""
+    tree = tmp_path / "storefront"
+    shutil.copytree(STOREFRONT, tree)
+    requirements = tree / "requirements.txt"
+    text = requirements.read_text()
+    # Every hash given for starlette (one of them matching would do).
+    entry = re.search(r"^starlette==\S+(?: \\\n\s+--hash=sha256:[0-9a-f]{64})+", text, re.MULTILINE)
+    assert entry, text
+    requirements.write_text(text.replace(entry.group(0), re.sub(r"[0-9a-f]{64}", "0" * 64, entry.group(0))))
+    before = host.check_output("readlink /srv/shop/current")
+    run = converge("--limit", "shop", "-e", f"app_source_dir={tree}")
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert re.search(r"(?i)hash", output) and "starlette" in output, output[-3000:]
+    assert "Nothing was switched" in output
+    assert host.check_output("readlink /srv/shop/current") == before
+    assert http_get(host, "/", vhost=vhost("shop"))["json"]["message"] == APPS["shop"]
+
+
+def test_the_apps_own_pin_of_the_server_stack_wins(host, tmp_path):
+    """The shop's plain pinned requirements pin uvicorn too: that version
+    is installed (not app_server_packages'), and the build says so."""
+    tree = tmp_path / "storefront"
+    shutil.copytree(STOREFRONT, tree)
+    (tree / "requirements.txt").write_text("starlette==1.10.0\nuvicorn==0.50.0\n")
+    run = converge("--limit", "shop", "-e", f"app_source_dir={tree}")
+    assert_ran(run)
+    said = " ".join(run.stdout.split())
+    assert "uvicorn==0.50.0 pinned by the app wins over uvicorn[standard]==0.54.0" in said, run.stdout[-3000:]
+    version = host.check_output("/srv/shop/current/venv/bin/python -c 'import uvicorn; print(uvicorn.__version__)'")
+    assert version == "0.50.0"
+    assert http_get(host, "/", vhost=vhost("shop"))["json"]["message"] == APPS["shop"]
 
 
 def test_deploy_of_one_app_under_load_leaves_the_other_alone(host, new_release):
@@ -125,6 +164,63 @@ def test_deploy_of_one_app_under_load_leaves_the_other_alone(host, new_release):
     assert http_get(host, "/health", vhost=vhost("shop"))["json"]["version"] == "2.0.0"
     assert state(host, "blog") == before_blog
     assert http_get(host, "/health", vhost=vhost("blog"))["json"]["version"] != "2.0.0"
+
+
+def test_an_app_writing_to_its_working_directory_runs_in_its_state_directory(host):
+    """The shop opens ./storefront.db, as tutorials do: with
+    app_working_directory: state it lands in /var/lib/shop, and the code
+    stays read-only."""
+    answer = http_get(host, "/", vhost=vhost("shop"))
+    assert answer["json"]["database"] == "/var/lib/shop/storefront.db", answer
+    assert answer["json"]["starts"] >= 1
+    database = host.file("/var/lib/shop/storefront.db")
+    assert (database.user, database.group) == ("shop", "shop")
+    release = host.check_output("readlink -e /srv/shop/current")
+    assert not host.file(f"{release}/app/storefront.db").exists
+    assert host.run(f"runuser -u shop -- touch {release}/app/x").rc != 0
+
+
+def test_the_django_blog_is_migrated_built_and_its_static_files_served_by_nginx(host):
+    answer = http_get(host, "/", vhost=vhost("blog"))
+    assert answer["json"]["posts"] == 0, answer  # the table exists: migrate ran as the prestart hook
+    css = http_get(host, "/static/journal/site.css", vhost=vhost("blog"))
+    assert css["status"] == 200 and "font-family" in css["body"], css
+    # nginx answered it (its expiry header), not Django.
+    assert "max-age" in css["headers"].get("cache-control", ""), css
+    assert http_get(host, "/static/built-by.txt", vhost=vhost("blog"))["body"].strip() == "blog"
+    release = host.check_output("readlink -e /srv/blog/current")
+    built = host.file(f"{release}/app/staticfiles/journal/site.css")
+    assert (built.user, built.group, built.mode) == ("root", "root", 0o644)
+    assert host.run(f"runuser -u blog -- touch {release}/app/staticfiles/x").rc != 0
+
+
+def test_a_build_step_that_fails_stops_the_release_before_it_goes_live(host):
+    before = host.check_output("readlink /srv/blog/current")
+    releases = host.check_output("ls /srv/blog/releases")
+    run = converge("--limit", "blog", "-e", "app_build_command='python manage.py collectstatic --no-such-option'")
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert "Run the build step as the app user" in output and "no-such-option" in output, output[-3000:]
+    assert "Nothing was switched" in output
+    assert host.check_output("readlink /srv/blog/current") == before
+    assert host.check_output("ls /srv/blog/releases") == releases
+    assert http_get(host, "/", vhost=vhost("blog"))["json"]["message"] == APPS["blog"]
+
+
+def test_the_bundle_ships_the_build_output_to_every_host(host, tmp_path):
+    """deploy.yml with the wheelhouse: collectstatic ran once on the build
+    host and its output is in the bundle the hosts unpack."""
+    tree = tmp_path / "journal"
+    shutil.copytree(JOURNAL, tree)
+    (tree / "VERSION").write_text("1.1.0\n")
+    assert_ran(playbook(DEPLOY, "--limit", "blog", "-e", f"app_source_dir={tree}"))
+    release = host.check_output("readlink -e /srv/blog/current")
+    assert "installed=bundle" in host.check_output(f"cat {release}/.release")
+    with tarfile.open(PROJECT / ".cache" / "bundles" / f"blog-{Path(release).name}.tar.gz") as bundle:
+        names = bundle.getnames()
+    assert "app/staticfiles/journal/site.css" in names and "app/staticfiles/built-by.txt" in names
+    assert http_get(host, "/health", vhost=vhost("blog"))["json"]["version"] == "1.1.0"
+    assert http_get(host, "/static/journal/site.css", vhost=vhost("blog"))["status"] == 200
 
 
 def test_removing_one_app_under_load_leaves_the_other_serving(host):

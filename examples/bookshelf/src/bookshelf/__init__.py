@@ -1,0 +1,1 @@
+"""The bookshelf service (examples/bookshelf)."""
