@@ -16,7 +16,8 @@ TEST_JOBS  ?= $(if $(SCENARIO),1,2)
 # that distro's image.
 SCENARIOS  := default default@debian13 tls managers multi-app cluster
 # Base images the tests need: both distros (a scenario on one distro also
-# rebuilds a host on the other one).
+# rebuilds a host on the other one), and DISTRO's warm image (its packages
+# preinstalled) for the scenarios that do not show the first install.
 TEST_DISTROS = debian12 debian13
 
 APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl openssh-client
@@ -121,6 +122,7 @@ $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 # containers as much as they compute); one lane streams molecule's output.
 test: bootstrap ssh
 	for distro in $(TEST_DISTROS); do molecule/resources/build-image.sh $$distro; done
+	molecule/resources/build-image.sh $(DISTRO) warm
 	SCENARIOS="$(or $(SCENARIO),$(SCENARIOS))" LINT="$(if $(SCENARIO),0,1)" TEST_JOBS=$(TEST_JOBS) \
 	  PYTHONPATH=molecule pytest -p no:cacheprovider -p timings -o console_output_style=classic --durations=0 \
 	  $(if $(filter 1,$(TEST_JOBS)),--capture=no,-n $(TEST_JOBS) --dist loadscope) \

@@ -28,18 +28,17 @@ TAIL = 300
 def lanes(scenarios: list[str], jobs: int) -> dict[str, int]:
     """Each scenario's lane: of every way to share the scenarios among the
     lanes, the one whose longest lane is shortest (a few scenarios, so all
-    are tried). One scenario on several distros stays in one lane: its
-    containers and molecule's working directory have the same names."""
+    are tried). A scenario on another distro (`name@distro`) runs with
+    molecule's working directory of its own (run_scenario) and hosts
+    named after the distro (the scenario's molecule.yml), so it may run
+    beside the same scenario on the default distro."""
     measured = timings.weights()
-    units: dict[str, list[str]] = {}
-    for scenario in scenarios:
-        units.setdefault(scenario.partition("@")[0], []).append(scenario)
-    weights = [sum(measured.get(m, timings.UNKNOWN) for m in members) for members in units.values()]
+    weights = [measured.get(scenario, timings.UNKNOWN) for scenario in scenarios]
     best = min(
-        itertools.product(range(jobs), repeat=len(units)),
+        itertools.product(range(jobs), repeat=len(scenarios)),
         key=lambda pick: max(sum(w for w, p in zip(weights, pick) if p == lane) for lane in range(jobs)),
     )
-    return {member: lane for members, lane in zip(units.values(), best) for member in members}
+    return dict(zip(scenarios, best))
 
 
 LANES = lanes(SCENARIOS, JOBS)
@@ -104,13 +103,18 @@ def run_scenario(scenario: str) -> None:
     """`name` runs on MOLECULE_DISTRO (debian12 unless set), `name@distro`
     on that distro's image."""
     name, _, distro = scenario.partition("@")
-    env = {**os.environ, "MOLECULE_DISTRO": distro} if distro else None
+    env = None
+    if distro:
+        # Molecule's working directory (state, inventory, fact cache) is
+        # named after the scenario alone: this run gets one of its own.
+        ephemeral = ROOT / ".cache" / "molecule" / scenario
+        env = {**os.environ, "MOLECULE_DISTRO": distro, "MOLECULE_EPHEMERAL_DIRECTORY": str(ephemeral)}
     # One lane streams the output as it comes; several write logs.
     log = LOGS / f"{scenario}.log" if JOBS > 1 else None
     if log:
         log.unlink(missing_ok=True)
-    # A leftover of an interrupted run (same container names) would clash.
-    run("molecule", "destroy", "-s", name, env=env, log=log)
+    # The test sequence destroys first: a leftover of an interrupted run
+    # (same container names) would clash.
     clock = timings.Clock()
     try:
         run("molecule", "test", "-s", name, env=env, log=log, clock=clock)

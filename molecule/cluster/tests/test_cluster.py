@@ -318,7 +318,8 @@ def test_broken_release_is_rejected_and_the_first_host_goes_back(host, apps, rel
 
 def test_release_crashing_on_start_fails_the_deploy_and_the_previous_keeps_serving(host, apps, releases):
     before_live, before_masters = lives(apps), masters(apps)
-    args = ["-e", f"app_source_dir={releases['4.0.0']}", "-e", "app_health_timeout=10"]
+    # From the index as well: the bundle's path is the first deploy's.
+    args = ["-e", f"app_source_dir={releases['4.0.0']}", "-e", "app_health_timeout=10", "-e", "deploy_wheelhouse=false"]
     load, run = load_while(host, lambda: playbook(DEPLOY, *args), vhost=VHOST)
     assert run.returncode != 0
     output = " ".join((run.stdout + run.stderr).split())

@@ -17,8 +17,9 @@ import time
 import pytest
 from testlib import PROJECT, SSH_CONFIG, ssh_host
 
-NAME = "asgi-rebuilt"
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+# Of its own per distro: the scenario may run on both distros at once.
+NAME = f"asgi-rebuilt-{DISTRO}"
 OTHER = {"debian12": "debian13", "debian13": "debian12"}[DISTRO]
 INTERPRETER = {"debian12": "/usr/bin/python3.11", "debian13": "/usr/bin/python3.13"}
 MAJOR = {"debian12": "12", "debian13": "13"}

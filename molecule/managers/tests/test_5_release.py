@@ -117,7 +117,7 @@ def test_release_that_does_not_import_is_never_switched_to(host, tmp_path):
     ("change", "pattern"),
     [
         ("requires-python", r"the project requires Python >=3\.99 .*interpreter is Python 3\.\d+"),
-        ("no-dependencies", r"declares no dependencies: no uv\.lock, no requirements\.txt, no pyproject\.toml"),
+        ("no-dependencies", r"declares no dependencies: no uv\.lock, no pylock\.toml, no requirements\.txt, no pyproject\.toml"),
     ],
 )
 def test_a_project_the_host_cannot_run_is_refused_with_both_sides_named(host, tmp_path, change, pattern):

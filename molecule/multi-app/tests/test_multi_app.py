@@ -6,12 +6,16 @@ file and nginx site. Restarting, deploying or removing one must not
 disturb the other. The removal runs last.
 """
 
+import json
 import re
 import shutil
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 from testlib import (
     PROJECT,
     assert_check_mode_changes_nothing,
@@ -30,6 +34,7 @@ ROLLING_RESTART = PROJECT / "playbooks" / "rolling_restart.yml"
 DEPLOY = PROJECT / "playbooks" / "deploy.yml"
 STOREFRONT = PROJECT / "examples" / "storefront"
 JOURNAL = PROJECT / "examples" / "journal"
+PYLOCK = Path(__file__).resolve().parent.parent / "files" / "storefront-pylock.toml"
 
 
 def vhost(app):
@@ -151,6 +156,46 @@ def test_the_apps_own_pin_of_the_server_stack_wins(host, tmp_path):
     version = host.check_output("/srv/shop/current/venv/bin/python -c 'import uvicorn; print(uvicorn.__version__)'")
     assert version == "0.50.0"
     assert http_get(host, "/", vhost=vhost("shop"))["json"]["message"] == APPS["shop"]
+
+
+def installed(host, app):
+    listing = host.check_output(
+        f"/srv/{app}/current/venv/bin/python -c 'import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata[\"Name\"]: d.version for d in m.distributions()}))'"
+    )
+    return {canonicalize_name(name): version for name, version in json.loads(listing).items()}
+
+
+def test_a_pylock_toml_is_installed_by_uv_and_shipped_in_the_bundle(host, tmp_path):
+    """A team that locks with PEP 751: the pylock.toml wins over the
+    requirements file beside it (anyio 4.12.0 there, 4.16.0 in
+    requirements.txt); uv installs what it lists (site.yml), and
+    deploy.yml's bundle carries the same set, installed offline."""
+    tree = tmp_path / "storefront"
+    shutil.copytree(STOREFRONT, tree)
+    shutil.copy(PYLOCK, tree / "pylock.toml")
+    python = host.check_output("/usr/bin/python3 -c 'import platform; print(platform.python_version())'")
+    environment = {"python_full_version": python, "python_version": ".".join(python.split(".")[:2])}
+    locked = {
+        canonicalize_name(package["name"]): package["version"]
+        for package in tomllib.loads(PYLOCK.read_text())["packages"]
+        if Marker(package.get("marker", "python_version > '0'")).evaluate(environment)
+    }
+    assert locked["anyio"] == "4.12.0"
+
+    run = converge("--limit", "shop", "-e", f"app_source_dir={tree}")
+    assert_ran(run)
+    assert "dependencies: pylock; pylock.toml: 4 locked packages" in " ".join(run.stdout.split()), run.stdout[-3000:]
+    have = installed(host, "shop")
+    assert {name: have.get(name) for name in locked} == locked
+    assert http_get(host, "/", vhost=vhost("shop"))["json"]["message"] == APPS["shop"]
+
+    (tree / "VERSION").write_text("2.1.0\n")
+    assert_ran(playbook(DEPLOY, "--limit", "shop", "-e", f"app_source_dir={tree}"))
+    assert "installed=bundle" in host.check_output("cat /srv/shop/current/.release")
+    have = installed(host, "shop")
+    assert {name: have.get(name) for name in locked} == locked
+    assert http_get(host, "/health", vhost=vhost("shop"))["json"]["version"] == "2.1.0"
 
 
 def test_deploy_of_one_app_under_load_leaves_the_other_alone(host, new_release):

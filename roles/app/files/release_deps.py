@@ -11,6 +11,8 @@ Where the dependencies come from (--source, "auto" detects in this order):
   uv-lock       uv.lock with pyproject.toml: exactly the locked versions of
                 the project's dependencies (plus --extra/--group), then the
                 project itself when it is a package (a src layout imports)
+  pylock        pylock.toml (PEP 751), installed by uv as it lists it; its
+                entries from a directory (the project) as it says
   requirements  the requirements file (--requirements-file), hashes or not
   pyproject     pyproject.toml without a lock: resolved now, and said so
   none          nothing but the server stack (an explicit choice)
@@ -153,15 +155,34 @@ def detect(app, args):
         return args.source
     if (app / "uv.lock").is_file() and (app / "pyproject.toml").is_file():
         return "uv-lock"
+    if (app / "pylock.toml").is_file():
+        return "pylock"
     if (app / args.requirements_file).is_file():
         return "requirements"
     if (app / "pyproject.toml").is_file():
         return "pyproject"
     raise Refused(
-        f"the source tree declares no dependencies: no uv.lock, no {args.requirements_file}, no pyproject.toml"
+        f"the source tree declares no dependencies: no uv.lock, no pylock.toml, no {args.requirements_file},"
+        " no pyproject.toml"
         f" in {args.source_name}. Add one, set app_requirements_file to the file you have, or set"
         " app_dependencies: none to install the server stack alone"
     )
+
+
+def read_pylock(app):
+    import tomllib
+
+    with open(app / "pylock.toml", "rb") as handle:
+        return tomllib.load(handle)
+
+
+def refuse_python(wanted, python_version, where):
+    if wanted and not satisfies(python_version, wanted):
+        raise Refused(
+            f"the project requires Python {wanted} (requires-python in {where}), but the host's"
+            f" interpreter is Python {python_version}: run it on a distro whose Python satisfies it,"
+            " or change requires-python"
+        )
 
 
 def plan(release, args, python_version):
@@ -180,13 +201,11 @@ def plan(release, args, python_version):
                 f"app_dependencies is {source} but {args.source_name} has no pyproject.toml"
             )
         pyproject = read_pyproject(app)
-        wanted = pyproject.get("project", {}).get("requires-python", "")
-        if wanted and not satisfies(python_version, wanted):
-            raise Refused(
-                f"the project requires Python {wanted} (requires-python in pyproject.toml), but the host's"
-                f" interpreter is Python {python_version}: run it on a distro whose Python satisfies it,"
-                " or change requires-python"
-            )
+        refuse_python(
+            pyproject.get("project", {}).get("requires-python", ""),
+            python_version,
+            "pyproject.toml",
+        )
         project = is_package(pyproject)
     if source == "uv-lock":
         if not (app / "uv.lock").is_file():
@@ -214,6 +233,26 @@ def plan(release, args, python_version):
         run(export, cwd=app)
         lines = requirement_lines(deps / "locked.txt")
         notes.append(f"uv.lock: {len(lines)} locked packages")
+    elif source == "pylock":
+        if not (app / "pylock.toml").is_file():
+            raise Refused(
+                f"app_dependencies is pylock but {args.source_name} has no pylock.toml"
+            )
+        if not args.uv:
+            raise Refused(
+                "pylock.toml needs uv on the host (pip does not install it): set python_installer: uv"
+            )
+        lock = read_pylock(app)
+        refuse_python(lock.get("requires-python", ""), python_version, "pylock.toml")
+        packages = lock.get("packages", [])
+        # Pinned entries; one from a directory (the project, often
+        # editable) is installed as the lock says and has no version pin.
+        lines = [
+            f"{entry['name']}=={entry['version']}"
+            for entry in packages
+            if "version" in entry
+        ]
+        notes.append(f"pylock.toml: {len(packages)} locked packages")
     elif source == "requirements":
         path = app / args.requirements_file
         if not path.is_file():
@@ -354,6 +393,15 @@ def steps(the_plan, args, app, deps, joint_requirements):
     more = list(the_plan["server"])
     if source == "uv-lock":
         commands.append(["--no-deps", "-r", str(deps / "locked.txt")])
+    elif source == "pylock" and "directories" in the_plan:
+        commands.append(["--no-deps", "-r", str(deps / "locked.txt")])
+        commands += [["--no-deps", directory] for directory in the_plan["directories"]]
+    elif source == "pylock":
+        commands.append(
+            ["-r", str(app / "pylock.toml")]
+            + [f"--extra={extra}" for extra in args.extra]
+            + [f"--group={group}" for group in args.group]
+        )
     elif source == "requirements" and joint_requirements:
         more += ["-r", str(app / args.requirements_file)]
     elif source == "requirements":
@@ -373,6 +421,75 @@ def steps(the_plan, args, app, deps, joint_requirements):
     return commands
 
 
+MARKERS = """
+import json, sys
+from pip._vendor.packaging.markers import Marker
+markers, extras, groups = json.loads(sys.argv[1])
+def applies(text):
+    if not text:
+        return True
+    marker = Marker(text)
+    try:
+        return marker.evaluate({"extras": set(extras), "dependency_groups": set(groups)}, context="lock_file")
+    except TypeError:
+        return marker.evaluate()
+print(json.dumps([applies(text) for text in markers]))
+"""
+
+
+def pylock_wheel_plan(release, args, the_plan):
+    """pip builds the wheels of a pylock.toml (it does not read the file):
+    the entries whose markers hold on this host (evaluated by pip's own
+    packaging, with the lock's extras and groups) become deps/locked.txt,
+    each pinned with the lock's hashes; an entry from a directory (the
+    project) becomes a wheel of its own."""
+    app = release / "app"
+    lock = read_pylock(app)
+    packages = lock.get("packages", [])
+    groups = args.group or lock.get("default-groups", [])
+    evaluated = run(
+        [
+            str(Path(args.pip).with_name("python")),
+            "-c",
+            MARKERS,
+            json.dumps(
+                [[entry.get("marker", "") for entry in packages], args.extra, groups]
+            ),
+        ]
+    )
+    lines, directories = [], []
+    for entry, applies in zip(packages, json.loads(evaluated.splitlines()[-1])):
+        if not applies:
+            continue
+        if "directory" in entry:
+            directories.append(str((app / entry["directory"]["path"]).resolve()))
+            continue
+        if "version" not in entry or not ("wheels" in entry or "sdist" in entry):
+            raise Refused(
+                f"pylock.toml's entry {entry.get('name')} does not come from a package index (a VCS or archive"
+                " source): a wheelhouse bundle builds index packages and directories; deploy it with"
+                " deploy_wheelhouse: false"
+            )
+        files = entry.get("wheels", []) + ([entry["sdist"]] if "sdist" in entry else [])
+        hashes = sorted(
+            {
+                f"{algorithm}:{value}"
+                for file in files
+                for algorithm, value in file.get("hashes", {}).items()
+            }
+        )
+        lines.append(
+            " ".join(
+                [f"{entry['name']}=={entry['version']}"]
+                + [f"--hash={h}" for h in hashes]
+            )
+        )
+    (release / "deps" / "locked.txt").write_text(
+        "".join(line + "\n" for line in lines), encoding="utf-8"
+    )
+    the_plan["directories"] = directories
+
+
 def wheels(release, args):
     python_version = run(
         [args.python, "-c", "import platform; print(platform.python_version())"]
@@ -383,6 +500,8 @@ def wheels(release, args):
             "a pyproject.toml that is not a package (no build-system) needs uv.lock or a "
             "requirements file for a wheelhouse bundle; or deploy with deploy_wheelhouse: false"
         )
+    if the_plan["source"] == "pylock":
+        pylock_wheel_plan(release, args, the_plan)
     base = [
         args.pip,
         "wheel",
@@ -405,7 +524,15 @@ def main():
     parser.add_argument(
         "--source",
         default="auto",
-        choices=["auto", "uv-lock", "requirements", "pyproject", "none", "package"],
+        choices=[
+            "auto",
+            "uv-lock",
+            "pylock",
+            "requirements",
+            "pyproject",
+            "none",
+            "package",
+        ],
     )
     parser.add_argument(
         "--source-name", default="the source tree", help="how errors name the source"
