@@ -22,7 +22,7 @@ LATEST = ROOT / ".cache" / "test-timings.json"
 # Executing` without a terminal, `INFO default ➜ converge: Executing` on one.
 STEP = re.compile(r"(?:\[[\w.@-]+ > (?P<plain>\w+)\]|[\w.@-]+ \u279c (?P<tty>\w+):) Executing")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-PHASES = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
+PHASES = ["destroy", "create", "prepare", "converge", "idempotence", "verify"]
 # For a scenario no run has timed yet.
 UNKNOWN = 600.0
 
@@ -66,10 +66,12 @@ def _read(path: Path) -> dict[str, dict]:
 
 
 def weights() -> dict[str, float]:
-    """Seconds per scenario: the last run that timed it, else the committed
-    figures. Read before any scenario of this run ends, so every lane
+    """Seconds per scenario: the last passing run that timed it, else the
+    committed figures. Read before any scenario of this run ends, so every lane
     (pytest-xdist worker) computes the same split."""
-    measured = {**_read(COMMITTED), **_read(LATEST)}
+    # A failed run stopped early: its time says nothing of the scenario's.
+    latest = {name: record for name, record in _read(LATEST).items() if record.get("passed", True)}
+    measured = {**_read(COMMITTED), **latest}
     return {name: record["total"] for name, record in measured.items()}
 
 

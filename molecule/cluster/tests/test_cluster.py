@@ -158,18 +158,19 @@ def greetings(apps):
     }
 
 
-@pytest.mark.parametrize("greeting", ["Hello from the rolled cluster", "Hello from the cluster"])
-def test_a_settings_change_rolls_through_the_load_balancer(host, apps, greeting):
+@pytest.mark.parametrize(("greeting", "serial"), [("Hello from the rolled cluster", 1), ("Hello from the cluster", 2)])
+def test_a_settings_change_rolls_through_the_load_balancer(host, apps, greeting, serial):
     """site.yml with changed settings on the running fleet (its release
-    unchanged): every app server restarts with them, drained one at a time,
-    and the load through the load balancer loses nothing; then back to the
-    inventory's settings the same way."""
+    unchanged): every app server restarts with them, drained a batch of
+    deploy_serial at a time, and the load through the load balancer loses
+    nothing; then back to the inventory's settings, two hosts at a time."""
     before = masters(apps)
-    settings = {"app_env": {"HELLO_GREETING": greeting}}
+    settings = {"app_env": {"HELLO_GREETING": greeting}, "deploy_serial": serial}
     load, run = load_while(host, lambda: converge("-e", json.dumps(settings)), vhost=VHOST)
     assert_ran(run)
     assert_no_failures(load)
-    assert run.stdout.count("PLAY [Roll the changes through the load balancers, one batch at a time]") == len(APPS)
+    batches = -(-len(APPS) // serial)
+    assert run.stdout.count("PLAY [Roll the changes through the load balancers, one batch at a time]") == batches
     after = masters(apps)
     assert all(after[name] != before[name] for name in APPS), (before, after)
     assert greetings(apps) == dict.fromkeys(APPS, greeting)

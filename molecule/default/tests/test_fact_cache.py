@@ -5,7 +5,9 @@ smart). A host rebuilt on the other Debian under the same inventory name
 must be provisioned from its own facts: site.yml reads the machine id and
 boot time and gathers again when the cache was written for another
 machine. Checked with the project's own ansible.cfg on a host this test
-creates twice under one name, first on the other distro, then on this one.
+creates twice under one name, first on Debian 13, then on Debian 12: in
+the scenario on Debian 12 (one direction shows it; the scenario on 13
+skips it).
 """
 
 import json
@@ -44,6 +46,8 @@ def boot(distro):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+    if DISTRO != "debian12":
+        pytest.skip("shown once, by the scenario on Debian 12 (a Debian 13 host rebuilt on 12)")
     root = tmp_path_factory.mktemp("fact-cache")
     (root / "hosts.yml").write_text(json.dumps({"all": {
         "vars": {"ansible_connection": "ssh", "ansible_ssh_common_args": f"-F {SSH_CONFIG}"},
