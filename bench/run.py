@@ -60,6 +60,7 @@ PHASES = ["provisioning", "serving", "workers", "rolling", "deploy", "fleet"]
 COMMON = {
     "app_name": "hello",
     "app_module": "main:app",
+    "app_source_dir": str(SAMPLE),
     "nginx_server_names": [VHOST],
     "app_env": {"HELLO_GREETING": "Hello from the benchmarks"},
 }

@@ -31,6 +31,7 @@ BAD_INPUTS = [
     ({"app_module": "main:app; rm -rf /"}, "app_module"),
     ({"app_root": "srv/hello"}, "app_root"),
     ({"app_source_dir": "/nonexistent/hello_app"}, "app_source_dir"),
+    ({"app_source_dir": ""}, "app_source_dir is not set: set it to the absolute path"),
     ({"app_release_id": "2026/11"}, "app_release_id"),
     ({"app_keep_releases": 0}, "app_keep_releases"),
     ({"app_env": {"NOT-A-NAME": "x"}}, "app_env"),
