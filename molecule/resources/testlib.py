@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,24 @@ try:
 except (ConnectionError, http.client.HTTPException) as exc:
     print(json.dumps({"status": None, "error": type(exc).__name__}))
 """
+
+
+def podman(*args):
+    return subprocess.run(["podman", *args], check=True, capture_output=True, text=True).stdout
+
+
+def boot(name, image):
+    """A fresh container `name` from `image`, booted (systemd's state:
+    running or degraded, or what it was after 60 s)."""
+    podman("rm", "-f", "-t", "2", name)
+    podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", image, "/sbin/init")
+    deadline = time.monotonic() + 60
+    while True:
+        state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if state in ("running", "degraded") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
 
 
 def ssh_host(name):

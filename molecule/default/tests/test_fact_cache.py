@@ -14,10 +14,10 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
-from testlib import PROJECT, SSH_CONFIG, ssh_host
+from testlib import PROJECT, SSH_CONFIG, podman, ssh_host
+from testlib import boot as testlib_boot
 
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
 # Of its own per distro: the scenario may run on both distros at once.
@@ -27,21 +27,9 @@ INTERPRETER = {"debian12": "/usr/bin/python3.11", "debian13": "/usr/bin/python3.
 MAJOR = {"debian12": "12", "debian13": "13"}
 
 
-def podman(*args):
-    return subprocess.run(["podman", *args], check=True, capture_output=True, text=True).stdout
-
-
 def boot(distro):
     """A fresh container named NAME from `distro`'s image, booted."""
-    podman("rm", "-f", "-t", "2", NAME)
-    podman("run", "-d", "--name", NAME, "--hostname", NAME, "--systemd=always",
-           f"localhost/asgi-provisioner-{distro}:latest", "/sbin/init")
-    deadline = time.monotonic() + 60
-    while True:
-        state = subprocess.run(["podman", "exec", NAME, "systemctl", "is-system-running"],
-                               capture_output=True, text=True, check=False).stdout.strip()
-        if state in ("running", "degraded") or time.monotonic() > deadline:
-            return state
+    return testlib_boot(NAME, f"localhost/asgi-provisioner-{distro}:latest")
 
 
 @pytest.fixture(scope="module")
