@@ -32,13 +32,14 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := $(if $(CI),0,1)
 export PY_COLORS := $(if $(CI),0,1)
 
-.PHONY: help bootstrap deps venv image ssh demo demo-down test lint bench clean
+.PHONY: help bootstrap deps venv image ssh demo demo-down test lint docs bench clean
 
 help:
 	@echo "make demo        provision the local demo host and print its URL"
 	@echo "make demo-down   remove the demo host"
 	@echo "make test        lint and run every molecule scenario (SCENARIO=name or name@debian13 for one)"
-	@echo "make lint        ansible-lint (production profile) and yamllint"
+	@echo "make lint        ansible-lint (production profile), yamllint, ruff, role README tables"
+	@echo "make docs        regenerate the role READMEs' variable tables"
 	@echo "make bench       benchmarks on local podman hosts (about 45 minutes)"
 
 bootstrap: deps venv image
@@ -101,6 +102,12 @@ lint: venv
 	ansible-lint
 	ruff check bench molecule roles examples
 	ruff format --check roles/app/files
+	python molecule/role_docs.py --check
+
+# The role READMEs' variable tables, from each role's argument specs and
+# defaults (make lint fails when one is stale).
+docs: venv
+	python molecule/role_docs.py
 
 # Provisioning, serving (wrk), worker counts, rolling restart and deploy
 # timings on local podman hosts reached over SSH: a table on stdout and

@@ -293,7 +293,7 @@ def worker_policies(hosts, results, seconds, rounds):
     cores = int(in_host(host, "nproc").strip())
     default = len(workers(host, main_pid(host, UNIT)))
     policies = {
-        "seeds: 1 per core, min 2": max(2, cores),
+        "image default: 1 per core, min 2": max(2, cores),
         "n + 1": cores + 1,
         "2n + 1": 2 * cores + 1,
         "project default": default,

@@ -81,6 +81,7 @@ def lint(self) -> None:
     run("ansible-lint")
     run("ruff", "check", "bench", "molecule", "roles", "examples")
     run("ruff", "format", "--check", "roles/app/files")
+    run("python", "molecule/role_docs.py", "--check")
 
 
 @pytest.mark.skipif(not LINT, reason="a single scenario was asked for")
