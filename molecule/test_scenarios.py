@@ -106,6 +106,25 @@ def test_role_declares_every_default(role: str) -> None:
             assert option.get("description"), f"{role}: {name} has no description"
 
 
+@pytest.mark.skipif(not LINT, reason="a single scenario was asked for")
+def test_every_reader_of_app_server_declares_the_whole_contract() -> None:
+    """The fact app_server (the app role's `server` entry point) is declared
+    by every role that reads it, with the same fields and types, and those
+    fields are exactly the ones the app role builds."""
+    import yaml
+
+    built = yaml.safe_load((ROOT / "roles" / "app" / "vars" / "main.yml").read_text())["__app_server"]
+    declared = {}
+    for role in ("gunicorn", "supervisor", "circus", "nginx"):
+        spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        fields = spec["main"]["options"]["app_server"]["options"]
+        declared[role] = {name: (field["type"], field.get("elements")) for name, field in fields.items()}
+        assert all(field.get("required") for field in fields.values()), f"{role}: every field of app_server is required"
+    assert set(declared["gunicorn"]) == set(built), "the fields gunicorn declares are not the ones the app role builds"
+    for role, fields in declared.items():
+        assert fields == declared["gunicorn"], f"{role} declares app_server differently from gunicorn"
+
+
 def run_scenario(scenario: str) -> None:
     """`name` runs on MOLECULE_DISTRO (debian12 unless set), `name@distro`
     on that distro's image."""
