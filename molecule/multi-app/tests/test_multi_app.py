@@ -20,6 +20,7 @@ from testlib import (
     PROJECT,
     assert_check_mode_changes_nothing,
     assert_ran,
+    assert_refused_before_any_change,
     child_pids,
     converge,
     http_get,
@@ -141,6 +142,18 @@ def test_a_requirement_whose_hash_does_not_match_is_never_installed(host, tmp_pa
     assert "Nothing was switched" in output
     assert host.check_output("readlink /srv/shop/current") == before
     assert http_get(host, "/", vhost=vhost("shop"))["json"]["message"] == APPS["shop"]
+
+
+def test_apps_of_one_machine_that_disagree_on_its_settings_are_refused(host, tmp_path):
+    """The shop alone sets a package index: pip.conf and uv.toml are the
+    machine's, so even a run limited to the shop stops in the checks,
+    naming both apps and the setting, before any change."""
+    extra = tmp_path / "disagree.yml"
+    extra.write_text(json.dumps({"all": {"hosts": {"shop": {"python_index_url": "https://pypi.internal.example/simple/"}}}}))
+    before = host.check_output("sha256sum /etc/pip.conf /etc/nginx/nginx.conf")
+    run = converge("-i", str(extra), "--limit", "shop")
+    assert_refused_before_any_change(run, r"shop, blog are one machine \(asgi-multi\) but set python_index_url differently")
+    assert host.check_output("sha256sum /etc/pip.conf /etc/nginx/nginx.conf") == before
 
 
 def test_the_apps_own_pin_of_the_server_stack_wins(host, tmp_path):
