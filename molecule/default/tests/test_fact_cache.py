@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 from testlib import PROJECT, SSH_CONFIG, podman, ssh_host
-from testlib import boot as testlib_boot
+from testlib import boot as boot_container
 
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
 # Of its own per distro: the scenario may run on both distros at once.
@@ -29,7 +29,7 @@ MAJOR = {"debian12": "12", "debian13": "13"}
 
 def boot(distro):
     """A fresh container named NAME from `distro`'s image, booted."""
-    return testlib_boot(NAME, f"localhost/asgi-provisioner-{distro}:latest")
+    return boot_container(NAME, f"localhost/asgi-provisioner-{distro}:latest")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def workdir(tmp_path_factory):
         pytest.skip("shown once, by the scenario on Debian 12 (a Debian 13 host rebuilt on 12)")
     root = tmp_path_factory.mktemp("fact-cache")
     (root / "hosts.yml").write_text(json.dumps({"all": {
-        "vars": {"ansible_connection": "ssh", "ansible_ssh_common_args": f"-F {SSH_CONFIG}"},
+        "vars": {"ansible_connection": "ssh", "ansible_ssh_common_args": f"-F {SSH_CONFIG}",
+                 "app_source_dir": str(PROJECT / "examples" / "hello_app")},
         "children": {"app_servers": {"hosts": {NAME: {}}}},
     }}))
     yield root
