@@ -78,8 +78,9 @@ def run(*argv: str, env: dict | None = None, log: Path | None = None, clock: tim
 def lint(self) -> None:
     """`make lint`'s checks (lane 0 runs them first)."""
     run("yamllint", "--strict", ".")
-    run("ansible-lint")
-    run("ruff", "check", "bench", "molecule", "roles", "examples")
+    # A home of its own, as make lint gives it (see the Makefile).
+    run("ansible-lint", env={**os.environ, "ANSIBLE_HOME": str(ROOT / ".cache" / "ansible-lint-home")})
+    run("ruff", "check", "bench", "molecule", "roles", "examples", "plugins")
     run("ruff", "format", "--check", "roles/app/files")
     run("python", "molecule/role_docs.py", "--check")
 
@@ -123,6 +124,24 @@ def test_every_reader_of_app_server_declares_the_whole_contract() -> None:
     assert set(declared["gunicorn"]) == set(built), "the fields gunicorn declares are not the ones the app role builds"
     for role, fields in declared.items():
         assert fields == declared["gunicorn"], f"{role} declares app_server differently from gunicorn"
+
+
+@pytest.mark.skipif(not LINT, reason="a single scenario was asked for")
+def test_the_process_managers_are_listed_once() -> None:
+    """The app role's __app_managers is the list; the choices that argument
+    specs must spell out (app_process_manager, the contract's manager and
+    manager_role) are the same names, and each manager's role exists."""
+    import yaml
+
+    managers = yaml.safe_load((ROOT / "roles" / "app" / "vars" / "main.yml").read_text())["__app_managers"]
+    app_spec = yaml.safe_load((ROOT / "roles" / "app" / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    assert app_spec["main"]["options"]["app_process_manager"]["choices"] == list(managers)
+    roles = [manager["role"] for manager in managers.values()]
+    for role in roles:
+        assert (ROOT / "roles" / role / "tasks" / "absent.yml").exists(), role
+    contract = yaml.safe_load((ROOT / "roles" / "gunicorn" / "meta" / "argument_specs.yml").read_text())
+    fields = contract["argument_specs"]["main"]["options"]["app_server"]["options"]
+    assert fields["manager"]["choices"] == list(managers) and fields["manager_role"]["choices"] == roles
 
 
 def run_scenario(scenario: str) -> None:

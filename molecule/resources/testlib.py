@@ -161,6 +161,7 @@ def _playbook_command(playbook_path, *args, fresh_facts=False):
     if ephemeral and Path(ephemeral, "ansible.cfg").exists():
         env["ANSIBLE_CONFIG"] = str(Path(ephemeral, "ansible.cfg"))
     env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(PROJECT / ".collections"))
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     # The inventory directory: molecule's file plus the scenario's own

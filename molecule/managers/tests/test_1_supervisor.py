@@ -65,7 +65,7 @@ def test_changed_program_reloads_only_its_group_and_logs_rotate(host):
 @pytest.mark.parametrize(
     ("extra", "pattern"),
     [
-        ({"app_process_manager": "systemd-ish"}, r"app_process_manager must be one of systemd, supervisor, circus; got 'systemd-ish'"),
+        ({"app_process_manager": "systemd-ish"}, r"app_process_manager must be one of: systemd, supervisor, circus, got: systemd-ish"),
         ({"gunicorn_timeout": 60}, r"gunicorn_timeout belongs to another process manager"),
         ({"app_workers": 0}, r"app_workers must be at least 1"),
     ],
