@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
@@ -159,7 +160,10 @@ class ActionModule(ActionBase):
         if not specs:
             return {}
         command = f"/bin/sh -c {shlex.quote(READ_SCRIPT)} read {' '.join(shlex.quote(s) for s in specs)}"
-        answer = self._low_level_execute_command(command, sudoable=True)
+        # Its answer holds the digests of the host's files, secret ones too:
+        # the connection does not print it, even at -vvv.
+        with self._unlogged():
+            answer = self._low_level_execute_command(command, sudoable=True)
         if answer["rc"] != 0:
             raise AnsibleActionFail(f"reading the host's files failed: {to_text(answer.get('stderr', '')).strip()}")
         found = {}
@@ -167,6 +171,18 @@ class ActionModule(ActionBase):
             spec, _, state = line.partition("\t")
             found[spec] = state
         return found
+
+    @contextmanager
+    def _unlogged(self):
+        """The connection's no_log for a while: at -vvv it prints every
+        command's answer unless the play context says no_log."""
+        context = self._connection._play_context
+        before = context.no_log
+        context.no_log = True
+        try:
+            yield
+        finally:
+            context.no_log = before
 
     def _write(self, group, item, task_vars):
         if group == "files":
@@ -200,7 +216,11 @@ class ActionModule(ActionBase):
                 "ansible.legacy.copy", task=task, connection=self._connection, play_context=self._play_context,
                 loader=self._loader, templar=self._templar, shared_loader_obj=self._shared_loader_obj,
             )
-            return action.run(task_vars=task_vars)
+            if not item["secret"]:
+                return action.run(task_vars=task_vars)
+            # The copy module answers with the new file's digest.
+            with self._unlogged():
+                return action.run(task_vars=task_vars)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -39,7 +39,7 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("fact-cache")
     (root / "hosts.yml").write_text(json.dumps({"all": {
         "vars": {"ansible_connection": "ssh", "ansible_ssh_common_args": f"-F {SSH_CONFIG}",
-                 "app_source_dir": str(PROJECT / "examples" / "hello_app")},
+                 "app_name": "hello", "app_source_dir": str(PROJECT / "examples" / "hello_app")},
         "children": {"app_servers": {"hosts": {NAME: {}}}},
     }}))
     yield root
