@@ -75,7 +75,7 @@ CLUSTER = {
     "load_balancers": {"nginx_upstream_group": "app_servers"},
 }
 TARGETS = {
-    "noop_over_first": ("<=", 0.25),
+    "noop_over_first": ("<=", 0.15),
     "source_copy_s": ("<=", 15.0),
     "nginx_over_direct": (">=", 0.8),
     "nginx_over_naive": (">=", 1.8),
