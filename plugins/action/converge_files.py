@@ -110,9 +110,9 @@ class ActionModule(ActionBase):
             wanted = " ".join(["directory", _mode(item["mode"]), item["owner"], item["group"]])
             out["directories"][item["path"]] = {"changed": False, "differed": differs(item["path"], wanted)}
         for item in links:
-            out["links"][item["dest"]] = {"changed": False, "differed": found.get("path:" + item["dest"]) != "link " + item["src"]}
+            out["links"][item["dest"]] = {"changed": False, "differed": differs(item["dest"], "link " + item["src"])}
         for path in absent:
-            out["absent"][path] = {"changed": False, "differed": found.get("path:" + path) != "absent"}
+            out["absent"][path] = {"changed": False, "differed": differs(path, "absent")}
         for group in ("files", "directories", "links", "absent"):
             out["differs"] += [path for path, state in out[group].items() if state["differed"]]
         out["units"] = {name: dict(zip(("enabled", "active"), found.get("unit:" + name, "absent unknown").split(" ", 1)))
