@@ -144,6 +144,49 @@ def test_the_process_managers_are_listed_once() -> None:
     assert fields["manager"]["choices"] == list(managers) and fields["manager_role"]["choices"] == roles
 
 
+def test_every_documented_tag_is_the_roles_and_run_in_a_test() -> None:
+    """The tags a role README's Tags section names are exactly those its
+    tasks carry (besides always), and each is run with --tags by a
+    scenario's test."""
+    import re
+
+    tests = "\n".join(path.read_text() for path in (ROOT / "molecule").glob("*/tests/*.py"))
+    for readme in sorted((ROOT / "roles").glob("*/README.md")):
+        role = readme.parent
+        section = re.search(r"^## Tags\n(.*?)^## ", readme.read_text(), re.DOTALL | re.MULTILINE).group(1)
+        documented = set(re.findall(r"`(" + role.name + r"_\w+)`", section))
+        tagged = set()
+        for tasks in (role / "tasks").glob("*.yml"):
+            for line in re.findall(r"^\s*tags: \[(.*)\]", tasks.read_text(), re.MULTILINE):
+                tagged |= {tag.strip() for tag in line.split(",")} - {"always"}
+        assert documented == tagged, (role.name, documented, tagged)
+        for tag in documented:
+            assert re.search(rf'"--tags", "{tag}"|"{tag}": ', tests), (role.name, tag)
+
+
+def test_nginx_is_tested_and_reloaded_in_one_place() -> None:
+    """Only asgi-nginx-apply runs nginx -t or reloads nginx: no task of a
+    role or playbook does it itself."""
+    import re
+
+    offenders = []
+    command = re.compile(
+        r"(^|[\s;&|\"'])nginx -t(\s+-q)?\s*($|[;&|)\"'])"  # nginx -t as a command, not in a message
+        r"|nginx -s reload|systemctl \S*(reload|restart)\S* nginx\b"
+        r"|name: nginx\s+state: (reloaded|restarted)",
+        re.MULTILINE,
+    )
+    for path in [*(ROOT / "roles").glob("*/tasks/*.yml"), *(ROOT / "roles").glob("*/handlers/*.yml"),
+                 *(ROOT / "roles").glob("*/vars/*.yml"), *(ROOT / "playbooks").rglob("*.yml"),
+                 *(ROOT / "roles").glob("*/templates/**/*.j2")]:
+        if path.name == "asgi-nginx-apply.j2":
+            continue
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        if command.search(text):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
 def run_scenario(scenario: str) -> None:
     """`name` runs on MOLECULE_DISTRO (debian12 unless set), `name@distro`
     on that distro's image."""

@@ -299,6 +299,30 @@ def posing_as(host, platform):
             host.run(f"test -e {path}.asgi-test && mv -f {path}.asgi-test {path}")
 
 
+class Drift:
+    """A file with a line appended by hand (see drifted)."""
+
+    def __init__(self, host, path):
+        self.host, self.path = host, path
+        self.wanted = host.check_output(f"sha256sum {path}")
+        host.check_output(f"cp -p {path} {path}.asgi-test && echo '# drifted by hand' >> {path}")
+
+    def still_drifted(self):
+        return self.host.check_output(f"sha256sum {self.path}") != self.wanted
+
+
+@contextmanager
+def drifted(host, path):
+    """`path` drifted from what its role wrote until the block ends, then
+    put back as it was (by hand: no run of the role)."""
+    drift = Drift(host, path)
+    try:
+        yield drift
+    finally:
+        host.run(f"mv -f {path}.asgi-test {path}")
+    assert host.check_output(f"sha256sum {path}") == drift.wanted
+
+
 def assert_platform_refused(run, platform, host_name):
     """A site.yml run stopped in the checks on `host_name`, naming the
     platform found and the supported ones, and changed nothing."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -81,6 +82,8 @@ class ActionModule(ActionBase):
         links = [dict(item) for item in args["links"]]
         absent = list(args["absent"])
         write = args["write"]
+        # Staging writes nothing live; in check mode nothing is written at all.
+        stage = args["stage"] and not self._task.check_mode
 
         # The wanted content, rendered here on the controller.
         for item in files:
@@ -126,6 +129,7 @@ class ActionModule(ActionBase):
             wanted = f"{gid}:{item['home']}:{item['shell']}:!"
             out["accounts"][item["user"]] = {"as_wanted": bool(gid) and rest == wanted}
 
+        out["apply"] = []
         if write:
             diffs = []
             order = [("directories", item, item["path"]) for item in directories]
@@ -135,7 +139,11 @@ class ActionModule(ActionBase):
             for group, item, path in order:
                 if not out[group][path]["differed"]:
                     continue
-                done = self._write(group, item, task_vars)
+                if stage and group != "directories":
+                    done, operation = self._stage(group, item, found.get("path:" + path, "absent"), task_vars)
+                    out["apply"] += operation
+                else:
+                    done = self._write(group, item, task_vars)
                 if done.get("failed"):
                     result.update(failed=True, msg=f"{path}: {done.get('msg', 'failed')}", **out)
                     return result
@@ -199,7 +207,34 @@ class ActionModule(ActionBase):
             args = {"path": item, "state": "absent"}
         return self._execute_module(module_name="ansible.legacy.file", module_args=args, task_vars=task_vars)
 
-    def _copy(self, item, task_vars):
+    def _stage(self, group, item, before, task_vars):
+        """A change left for the caller to put live: a file is written as
+        .<name>.asgi-new-<random> beside its path (its diff is the live file's, from
+        the copy action in check mode); a link or removal is only listed."""
+        if group == "files":
+            dest = item["dest"]
+            # A name of this run's own: two inventory names of one machine
+            # may stage the same host-wide file at once.
+            staged = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.asgi-new-{secrets.token_hex(4)}")
+            diff = None
+            if self._task.diff and not item.get("secret"):
+                diff = self._copy(item, task_vars, check_mode=True).get("diff")
+            done = self._copy(dict(item, backup=False), task_vars, dest=staged)
+            # A staged file left by a run that stopped may already match.
+            done.pop("diff", None)
+            done["changed"] = not done.get("failed")
+            if diff:
+                done["diff"] = diff
+            return done, ["put", dest, staged]
+        if group == "links":
+            after, operation = "link " + item["src"], ["link", item["dest"], item["src"]]
+            path = item["dest"]
+        else:
+            after, operation, path = "absent", ["remove", item], item
+        diff = {"before_header": path, "after_header": path, "before": before + "\n", "after": after + "\n"}
+        return {"changed": True, "diff": diff}, operation
+
+    def _copy(self, item, task_vars, dest=None, check_mode=False):
         """The file through the copy action (check mode, --diff, become and
         backups as the copy module does them)."""
         workdir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP)
@@ -208,7 +243,11 @@ class ActionModule(ActionBase):
             with open(to_bytes(source), "wb") as handle:
                 handle.write(to_bytes(item["rendered"]))
             task = self._task.copy()
-            task.args = {"src": source, "dest": item["dest"], "backup": bool(item.get("backup"))}
+            task.args = {"src": source, "dest": dest or item["dest"], "backup": bool(item.get("backup"))}
+            if check_mode:
+                task.check_mode = True
+            elif dest:
+                task.diff = False
             task.args.update({k: item[k] for k in ("owner", "group", "mode") if item.get(k) is not None})
             if item.get("secret"):
                 task.diff = False

@@ -41,4 +41,5 @@ ARGUMENT_SPEC = {
     "listings": {"type": "list", "elements": "str", "default": []},
     "accounts": {"type": "list", "elements": "dict", "default": [], "options": _ACCOUNT},
     "write": {"type": "bool", "default": True},
+    "stage": {"type": "bool", "default": False},
 }

@@ -16,6 +16,7 @@ description:
   - Results are keyed by path. No content, digest or secret appears in the task's arguments or result;
     a file marked I(secret) shows no diff.
   - The one mechanism of the collection's roles for their own files (python, app, gunicorn, nginx).
+  - With I(stage), nothing live changes; the new files wait beside the live ones for the caller to swap them in.
 version_added: 1.0.0
 author: asgi-provisioner developers
 options:
@@ -78,6 +79,15 @@ options:
     description: Write what differs (false only reads and compares).
     type: bool
     default: true
+  stage:
+    description:
+      - Leave the live files as they are, for a caller that puts every change live as one and can undo it
+        (the nginx role's C(asgi-nginx-apply)). A file that differs is written beside its path, as
+        C(.<name>.asgi-new-<random>) in the same directory (hidden, so no C(*) include matches it); links and paths
+        to remove are not touched. The result's I(apply) lists the operations that put them live.
+      - Directories are created as usual. In check mode nothing is staged; the diffs are those of the live files.
+    type: bool
+    default: false
 attributes:
   check_mode: {support: full, description: Reads, and reports what it would write.}
   diff_mode: {support: full, description: The diffs of written files but secret ones.}
@@ -128,6 +138,13 @@ listings:
 accounts:
   description: Per user, whether it exists as wanted (as_wanted).
   type: dict
+  returned: always
+apply:
+  description:
+    - With I(stage), the staged changes as the arguments of C(asgi-nginx-apply), in order
+      (C(put <path> <staged file>), C(link <path> <target>), C(remove <path>)); empty otherwise.
+  type: list
+  elements: str
   returned: always
 """
 

@@ -380,7 +380,7 @@ def test_a_drain_nginx_refuses_changes_nothing_and_says_why(host):
     assert run.returncode != 0, output[-3000:]
     assert "Could not drain asgi-app3 on asgi-lb" in output and 'unknown directive "no_such_directive"' in output, output[-3000:]
     assert host.check_output(entry) == before
-    assert not host.run("ls /etc/nginx/asgi-upstreams/hello/ | grep -v '[.]conf$'").stdout.strip()
+    assert host.check_output("find /etc/nginx -name '.*.asgi-*'") == ""
     assert main_pid(host, "nginx.service") == master
     load, _, _ = under_load(host, "true", vhost=VHOST, duration=3, lead=0, concurrency=2)
     assert load["failed"] == 0 and set(load["hosts"]) == set(APPS), load

@@ -316,11 +316,13 @@ def test_broken_nginx_snippet_fails_the_run_and_nginx_keeps_serving(host):
     output = run.stdout + run.stderr
     assert run.returncode != 0
     assert "nginx -t refused the new configuration" in output and "no_such_directive" in output, output[-3000:]
-    # The previous files are back (no backups left behind), nginx was not
-    # reloaded, and it still answers with the previous configuration.
+    # The previous files are back (nothing staged or kept left behind),
+    # nginx was not reloaded, and it still answers with the previous
+    # configuration.
     assert host.check_output(f"sha256sum {files}") == before
-    assert host.check_output("ls /etc/nginx/sites-available").split() == ["default", f"{APP}.conf"]
-    assert host.check_output("ls /etc/nginx/conf.d").split() == ["asgi-defaults.conf"]
+    assert host.check_output("ls -A /etc/nginx/sites-available").split() == ["default", f"{APP}.conf"]
+    assert host.check_output("ls -A /etc/nginx/conf.d").split() == ["asgi-defaults.conf"]
+    assert host.check_output("find /etc/nginx -name '.*.asgi-*'") == ""
     assert host.run("nginx -t").rc == 0
     assert main_pid(host, "nginx.service") == nginx
     assert http_get(host, "/", vhost=VHOST)["status"] == 200
@@ -356,33 +358,11 @@ def test_check_mode_on_converged_host_changes_nothing(host):
     assert_check_mode_changes_nothing()
 
 
-def test_secrets_never_appear_in_verbose_output(host):
-    # New values, so the tasks that write them really run (and restart the
-    # app); the next converge puts the scenario's own values back.
-    token, password = "vvv-probe-token-5d1e", "vvv-probe-password-93ab"
-    extra = {"app_secrets": {"HELLO_API_TOKEN": token}, "app_credentials": {"hello_db_password": password}}
-    run = playbook(CONVERGE, "-vvv", "-e", json.dumps(extra))
-    assert run.returncode == 0, run.stdout[-3000:]
-    output = run.stdout + run.stderr
-    assert output.count("ESTABLISH SSH CONNECTION") > 20, output[-3000:]  # it was verbose (-vvv)
-    assert token not in output and password not in output
-    assert "s3cr3t-molecule-token" not in output and "cr3dential-molecule-pw" not in output
-    # Nor their digests: the files holding them are compared on the
-    # controller, and no task's arguments or result carries a digest.
-    for line in host.check_output(f"sha1sum /etc/{APP}/app.env /etc/{APP}/credentials/hello_db_password").splitlines():
-        digest, path = line.split()
-        assert digest not in output, path
-    # The new values did reach the app.
-    master = main_pid(host, f"{APP}.service")
-    assert f"HELLO_API_TOKEN={token}" in host.check_output(f"tr '\\0' '\\n' < /proc/{master}/environ")
-    answer = http_get(host, "/credentials", vhost=VHOST)
-    assert answer["json"]["credentials"] == {"hello_db_password": len(password)}
-
-
-# Each role's documented tag selects its own files: three drifted files,
+# Each role's documented tag selects its own files: four drifted files,
 # and each run with one tag puts back that role's file alone.
 TAGGED_FILES = {
     "python_configure": "/etc/pip.conf",
+    "app_configure": f"/etc/{APP}/app.env",
     "gunicorn_configure": f"/etc/{APP}/gunicorn.conf.py",
     "nginx_configure": "/etc/nginx/conf.d/asgi-defaults.conf",
 }
@@ -426,6 +406,31 @@ def test_the_run_tags_start_what_was_stopped(host):
 
 # The next tests converge the host with other inputs; they run last, in
 # this order, and the last one converges it back to the scenario's own.
+
+
+def test_secrets_never_appear_in_verbose_output(host):
+    # New values, so the tasks that write them really run (and restart the
+    # app); the next converge puts the scenario's own values back.
+    token, password = "vvv-probe-token-5d1e", "vvv-probe-password-93ab"
+    extra = {"app_secrets": {"HELLO_API_TOKEN": token}, "app_credentials": {"hello_db_password": password}}
+    run = playbook(CONVERGE, "-vvv", "-e", json.dumps(extra))
+    assert run.returncode == 0, run.stdout[-3000:]
+    output = run.stdout + run.stderr
+    assert output.count("ESTABLISH SSH CONNECTION") > 20, output[-3000:]  # it was verbose (-vvv)
+    assert token not in output and password not in output
+    assert "s3cr3t-molecule-token" not in output and "cr3dential-molecule-pw" not in output
+    # Nor their digests: the files holding them are compared on the
+    # controller, and no task's arguments or result carries a digest.
+    for line in host.check_output(f"sha1sum /etc/{APP}/app.env /etc/{APP}/credentials/hello_db_password").splitlines():
+        digest, path = line.split()
+        assert digest not in output, path
+    # The new values did reach the app.
+    master = main_pid(host, f"{APP}.service")
+    assert f"HELLO_API_TOKEN={token}" in host.check_output(f"tr '\\0' '\\n' < /proc/{master}/environ")
+    answer = http_get(host, "/credentials", vhost=VHOST)
+    assert answer["json"]["credentials"] == {"hello_db_password": len(password)}
+
+
 GIT_COMMIT = "-c user.email=ci@example.invalid -c user.name=ci commit -qm"
 
 

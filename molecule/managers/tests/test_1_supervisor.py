@@ -14,7 +14,7 @@ from manager_suite import (
     uvicorn_pids,
     wait_for_workers,
 )
-from testlib import assert_ran, assert_refused_before_any_change, main_pid
+from testlib import assert_ran, assert_refused_before_any_change, drifted, main_pid
 
 SUPERVISOR = Manager(name="supervisor", unit="supervisor.service", log=f"/var/log/supervisor/{APP}-*.log")
 
@@ -55,7 +55,11 @@ def test_changed_program_reloads_only_its_group_and_logs_rotate(host):
             assert host.file(path[: -len(".1")]).size <= 16 * 1024
     finally:
         host.run("supervisorctl stop bystander; rm -f /etc/supervisor/conf.d/bystander.conf; supervisorctl update bystander")
-        back = SUPERVISOR.converge()
+        # The role's documented tag puts the program back alone: another
+        # role's drifted file (pip's settings) stays as it is.
+        with drifted(host, "/etc/pip.conf") as pip_conf:
+            back = SUPERVISOR.converge("--tags", "supervisor_program")
+            assert pip_conf.still_drifted()
     assert_ran(back)
     assert len(wait_for_workers(host, SUPERVISOR, expected_workers(host), 10)) == expected_workers(host)
     assert main_pid(host, SUPERVISOR.unit) == daemon

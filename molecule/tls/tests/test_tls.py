@@ -226,3 +226,38 @@ def test_provided_mode(host, tmp_path):
     assert "BEGIN PRIVATE KEY" not in run.stdout + run.stderr
     assert serial.stdout.strip() in served_certificate(host)
     assert host.file("/etc/nginx/tls/hello/provided.key").mode == 0o600
+
+    # A key that is not the certificate's: nginx -t refuses it, the
+    # previous pair is back and nginx, not reloaded, serves it.
+    other = tmp_path / "other.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out", str(other)],
+                   check=True, capture_output=True)
+    pair = "sha256sum /etc/nginx/tls/hello/provided.crt /etc/nginx/tls/hello/provided.key"
+    before, master = host.check_output(pair), nginx_master(host)
+    run = playbook(CONVERGE, "-e", json.dumps(
+        {"nginx_tls_mode": "provided", "nginx_tls_certificate": str(cert), "nginx_tls_certificate_key": str(other)}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "nginx -t refused the new configuration" in output and "key values mismatch" in output, output[-3000:]
+    assert "BEGIN PRIVATE KEY" not in output
+    assert host.check_output(pair) == before
+    assert host.check_output("find /etc/nginx -name '.*.asgi-*'") == ""
+    assert nginx_master(host) == master and serial.stdout.strip() in served_certificate(host)
+
+
+def test_the_renewal_hook_never_reloads_a_configuration_nginx_refuses(host):
+    """The hook certbot runs after a renewal goes through asgi-nginx-apply:
+    with a broken file left in conf.d by hand, it fails with nginx's words
+    and nginx, not reloaded, keeps serving."""
+    hook = "/etc/letsencrypt/renewal-hooks/deploy/50-asgi-nginx-reload"
+    master = nginx_master(host)
+    host.check_output("echo 'no_such_directive on;' > /etc/nginx/conf.d/zz-by-hand.conf")
+    try:
+        refused = host.run(hook)
+    finally:
+        host.check_output("rm -f /etc/nginx/conf.d/zz-by-hand.conf")
+    assert refused.rc == 3 and 'unknown directive "no_such_directive"' in refused.stderr, refused.stderr
+    assert nginx_master(host) == master
+    assert http_get(host, "/", vhost=NAMES[0])["status"] == 301
+    accepted = host.run(hook)
+    assert accepted.rc == 0 and accepted.stdout.strip() == "changed", accepted.stdout + accepted.stderr
