@@ -62,7 +62,7 @@ done
 """
 
 # What a written file's result keeps (never its content, digest or source).
-KEPT = ("changed", "backup_file", "failed", "msg")
+KEPT = ("changed", "failed", "msg")
 
 
 def _mode(value):
@@ -238,10 +238,8 @@ class ActionModule(ActionBase):
             diff = None
             if self._task.diff and not item.get("secret"):
                 diff = self._copy(item, task_vars, check_mode=True).get("diff")
-            done = self._copy(dict(item, backup=False), task_vars, dest=staged)
-            # A staged file left by a run that stopped may already match.
+            done = self._copy(item, task_vars, dest=staged)
             done.pop("diff", None)
-            done["changed"] = not done.get("failed")
             if diff:
                 done["diff"] = diff
             return done, ["put", dest, staged]
@@ -254,15 +252,15 @@ class ActionModule(ActionBase):
         return {"changed": True, "diff": diff}, operation
 
     def _copy(self, item, task_vars, dest=None, check_mode=False):
-        """The file through the copy action (check mode, --diff, become and
-        backups as the copy module does them)."""
+        """The file through the copy action (check mode, --diff and become
+        as the copy module does them)."""
         workdir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP)
         try:
             source = os.path.join(workdir, os.path.basename(item["dest"]) or "content")
             with open(to_bytes(source), "wb") as handle:
                 handle.write(to_bytes(item["rendered"]))
             task = self._task.copy()
-            task.args = {"src": source, "dest": dest or item["dest"], "backup": bool(item.get("backup"))}
+            task.args = {"src": source, "dest": dest or item["dest"]}
             if check_mode:
                 task.check_mode = True
             elif dest:

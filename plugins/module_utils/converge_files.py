@@ -13,7 +13,6 @@ _FILE = {
     "group": {"type": "str", "required": True},
     "mode": {"type": "str", "required": True},
     "secret": {"type": "bool", "default": False},
-    "backup": {"type": "bool", "default": False},
     "vars": {"type": "dict", "default": {}},
 }
 _DIRECTORY = {

@@ -12,7 +12,7 @@ description:
   - Renders the role's templates on the controller, reads every listed path's state (content digest, mode,
     owner, group; a link's target; absence), the units' and packages' states, directory listings and
     accounts in one shell call on the host, and writes only the files, directories and links that differ
-    (through the copy and file modules, so check mode, C(--diff), become and backups behave as theirs do).
+    (through the copy and file modules, so check mode, C(--diff) and become behave as theirs do).
   - Results are keyed by path. No content, digest or secret appears in the task's arguments or result;
     a file marked I(secret) shows no diff.
   - The one mechanism of the collection's roles for their own files (python, app, gunicorn, nginx).
@@ -32,7 +32,6 @@ options:
       group: {description: Group., type: str, required: true}
       mode: {description: Mode (octal string)., type: str, required: true}
       secret: {description: Never show a diff of this file., type: bool, default: false}
-      backup: {description: Keep the previous file (its path is in the result's backup_file)., type: bool, default: false}
       vars: {description: "Variables of this file's template alone (e.g. which secret it holds: its name, not its value).", type: dict, default: {}}
   directories:
     description: Directories wanted on the host.
@@ -104,7 +103,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files:
-  description: Per path, whether it differed before the run (differed) and was written (changed), and backup_file.
+  description: Per path, whether it differed before the run (differed) and was written (changed).
   type: dict
   returned: always
 directories:
