@@ -112,10 +112,13 @@ def fleet_panels(fleet, time_axis, turn_axis):
     rows = [fleet[str(size)] for size in sizes]
     lines = {"site.yml, fresh": "site_s", "site.yml, no-op": "noop_s", "no-op, Mitogen": "noop_mitogen_s",
              "deploy, index": "deploy_index_s", "deploy, wheelhouse": "deploy_wheelhouse_s",
-             "rolling restart": "rolling_s"}
+             "rolling restart": "rolling_s", "Ansible's floor for the no-op's tasks": "floor_s"}
     for index, (label, key) in enumerate(lines.items()):
+        if all(row.get(key) is None for row in rows):
+            continue
         time_axis.plot(sizes, [row.get(key) for row in rows], marker="o", label=label,
-                       color=(COLOURS + ["#8172b3", "#937860"])[index % 6])
+                       color=(COLOURS + ["#8172b3", "#937860", "#555555"])[index % 7],
+                       linestyle=":" if key == "floor_s" else "-")
     time_axis.set_xticks(sizes)
     time_axis.set_xlabel("app servers behind one load balancer")
     time_axis.set_ylabel("seconds (wall)")

@@ -387,11 +387,22 @@ def release(workdir, version):
     return source
 
 
+def controller_bundles():
+    """Where deploy.yml keeps bundles and packed source trees on the
+    controller (the app role's app_bundle_dir default)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "asgi-provisioner" / "bundles"
+
+
 def cold_caches(apps):
-    """Empty the package caches and build directory on every app server:
-    what a deploy measures is fetching the dependencies once or per host."""
+    """Empty the package caches and build directory on every app server,
+    and the sample app's bundles and packed trees on the controller: what a
+    deploy measures is fetching the dependencies once or per host, the
+    bundle built, not reused from an earlier deploy of the same release."""
     for host in apps:
         in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
+    for kept in controller_bundles().glob(f"{COMMON['app_name']}-*.tar.gz"):
+        kept.unlink()
 
 
 def deploys(hosts, ansible, inventory, results, workdir):
@@ -430,6 +441,53 @@ def timed(ansible, inventory, playbook, *args, callback=None, mitogen=False):
     return round(seconds, 1), round(controller_cpu() - cpu, 1), result, summary
 
 
+# Tasks that run on the controller alone (no connection to the host).
+CONTROLLER_ACTIONS = {
+    "ansible.builtin.assert", "ansible.builtin.set_fact", "ansible.builtin.include_tasks",
+    "ansible.builtin.include_role", "ansible.builtin.import_tasks", "ansible.builtin.import_role",
+    "ansible.builtin.group_by", "ansible.builtin.validate_argument_spec", "ansible.builtin.debug",
+    "ansible.builtin.fail", "ansible.builtin.meta", "ansible.builtin.add_host",
+}
+
+
+def task_shape(json_output, group_hosts):
+    """How many tasks a run gave one host of each group, by kind: "remote"
+    (ran and reached the host), "local" (ran on the controller alone) and
+    "skipped"; from ansible.posix.json's output."""
+    report = json.loads(json_output[json_output.index("{"):])
+    shape = {}
+    for group, host in group_hosts.items():
+        counts = {"remote": 0, "local": 0, "skipped": 0}
+        for play in report["plays"]:
+            for task in play["tasks"]:
+                result = task["hosts"].get(host)
+                if result is None:
+                    continue
+                kind = ("skipped" if result.get("skipped")
+                        else "local" if result.get("action") in CONTROLLER_ACTIONS else "remote")
+                counts[kind] += 1
+        shape[group] = counts
+    return shape
+
+
+def floor_playbook(path, shape):
+    """Ansible's own floor for a run of that shape: one play per group with
+    as many tasks per host, each as cheap as its kind allows (`raw: true`
+    for a task that reaches the host, an assert of `true` for one on the
+    controller, a task whose condition is false for a skipped one)."""
+    plays = []
+    for group, counts in shape.items():
+        tasks = ([{"name": f"remote {i}", "ansible.builtin.raw": "true", "changed_when": False}
+                  for i in range(counts["remote"])]
+                 + [{"name": f"local {i}", "ansible.builtin.assert": {"that": "true", "quiet": True}}
+                    for i in range(counts["local"])]
+                 + [{"name": f"skipped {i}", "ansible.builtin.debug": {"msg": "never"}, "when": "false"}
+                    for i in range(counts["skipped"])])
+        plays.append({"name": f"The floor of {group}", "hosts": group, "gather_facts": False, "tasks": tasks})
+    path.write_text(json.dumps(plays, indent=1))
+    return path
+
+
 def turn_summary(found):
     seconds = sorted(turn["seconds"] for turn in found.values())
     if not seconds:
@@ -456,10 +514,27 @@ def fleet(hosts, ansible, results, workdir, sizes):
         row = {"hosts": size}
         log(f"fleet of {size}: site.yml on fresh hosts")
         row["site_s"], row["site_cpu_s"], _, _ = timed(ansible, inventory, "site.yml")
-        log(f"fleet of {size}: site.yml again")
-        row["noop_s"], row["noop_cpu_s"], _, noop = timed(ansible, inventory, "site.yml")
-        if noop.get("changed", 0) != 0:
-            raise RuntimeError(f"the second site.yml run on {size} hosts changed something: {noop}")
+        # The no-op three times, each beside Ansible's floor for a run of
+        # its shape (the same number of tasks per host, each trivial), so
+        # that the ratio between sizes can be read against what Ansible
+        # itself costs on this controller. The shape comes from one more
+        # run with the JSON callback.
+        log(f"fleet of {size}: site.yml again (no-op), and Ansible's floor for its shape")
+        _, _, shaped, _ = timed(ansible, inventory, "site.yml", callback="ansible.posix.json")
+        shape = task_shape(shaped.stdout, {"load_balancers": lb, "app_servers": apps[0]})
+        floor = floor_playbook(workdir / f"floor-{size}.yml", shape)
+        noops, floors = [], []
+        for _ in range(3):
+            wall, cpu, _, noop = timed(ansible, inventory, "site.yml")
+            if noop.get("changed", 0) != 0:
+                raise RuntimeError(f"the second site.yml run on {size} hosts changed something: {noop}")
+            noops.append((wall, cpu))
+            floors.append(timed(ansible, inventory, floor)[:2])
+        row["noop_s"], row["noop_cpu_s"] = sorted(noops)[1]
+        row["noop_runs_s"] = sorted(wall for wall, _ in noops)
+        row["floor_s"], row["floor_cpu_s"] = sorted(floors)[1]
+        row["floor_runs_s"] = sorted(wall for wall, _ in floors)
+        row["task_shape"] = shape
         log(f"fleet of {size}: site.yml again, through Mitogen")
         row["noop_mitogen_s"], row["noop_mitogen_cpu_s"], _, noop = timed(ansible, inventory, "site.yml", mitogen=True)
         if noop.get("changed", 0) != 0:
@@ -505,6 +580,7 @@ def fleet(hosts, ansible, results, workdir, sizes):
     if len(sizes_run) > 1:
         one, most = results["fleet"][str(sizes_run[0])], results["fleet"][str(sizes_run[-1])]
         results["fleet_noop_ratio"] = round(most["noop_s"] / one["noop_s"], 2)
+        results["fleet_floor_ratio"] = round(most["floor_s"] / one["floor_s"], 2)
     results["fleet_rolling_failed"] = sum(row["rolling_failed"] for row in results["fleet"].values())
     results["fleet_longest_turn_s"] = max(
         (row[key].get("longest_s", 0) for row in results["fleet"].values()
@@ -589,6 +665,13 @@ def table(results):
             n = int(size)
             add((f"{n} hosts: site.yml fresh / no-op", f"{row['site_s']} / {row['noop_s']} s",
                  f"per host {row['site_s'] / n:.1f} / {row['noop_s'] / n:.1f} s, CPU {row['site_cpu_s']} / {row['noop_cpu_s']} s"))
+            if "floor_s" in row:
+                runs = " / ".join(str(wall) for wall in row["noop_runs_s"])
+                shape = "; ".join(f"{group} {counts['remote']} remote, {counts['local']} controller, "
+                                  f"{counts['skipped']} skipped" for group, counts in row["task_shape"].items())
+                add((f"{n} hosts: no-op runs (median above)", runs, f"tasks per host: {shape}"))
+                add((f"{n} hosts: Ansible's floor for that shape", f"{row['floor_s']} s",
+                     f"runs {' / '.join(str(wall) for wall in row['floor_runs_s'])}, CPU {row['floor_cpu_s']} s"))
             add((f"{n} hosts: no-op through Mitogen", f"{row['noop_mitogen_s']} s", f"CPU {row['noop_mitogen_cpu_s']} s"))
             add((f"{n} hosts: deploy index / wheelhouse", f"{row['deploy_index_s']} / {row['deploy_wheelhouse_s']} s",
                  f"CPU {row['deploy_index_cpu_s']} / {row['deploy_wheelhouse_cpu_s']} s"))
@@ -596,6 +679,9 @@ def table(results):
             detail = (f"{row['rolling_requests']} requests, {row['rolling_failed']} failed; turn median "
                       f"{turn.get('median_s')} s, longest {turn.get('longest_s')} s {turn.get('longest_parts', {})}")
             add((f"{n} hosts: rolling restart, 8 clients", f"{row['rolling_s']} s", detail))
+        if results.get("fleet_floor_ratio"):
+            add(("no-op, largest size over smallest", f"{results['fleet_noop_ratio']}",
+                 f"Ansible's floor for the same tasks per host: {results['fleet_floor_ratio']}"))
     if results.get("targets"):
         add(("Targets", "", ""))
     for key, check in results.get("targets", {}).items():
