@@ -497,6 +497,34 @@ def turn_summary(found):
             "longest_parts": longest["parts"], "turns": found}
 
 
+def deploy_pairs(hosts, ansible, inventory, workdir, size, apps, lb, row):
+    """deploy.yml of a new release from the index and with the wheelhouse,
+    cold caches each time. From 4 hosts on, twice each in the order index,
+    wheelhouse, wheelhouse, index, so that a drift of the machine's speed
+    during the phase weighs on both alike (single runs here differ by 10
+    to 20 % from one minute to the next); each mode's figure is the mean.
+    Slowest tasks and host turns are those of each mode's last run."""
+    order = ["index", "wheelhouse"] + (["wheelhouse", "index"] if size >= 4 else [])
+    runs = {"index": [], "wheelhouse": []}
+    for number, mode in enumerate(order, start=2):
+        version = f"{number}.0.0"
+        log(f"fleet of {size}: deploy {version}, {mode}, cold caches")
+        cold_caches(apps)
+        wall, cpu, result, _ = timed(
+            ansible, inventory, "playbooks/deploy.yml", "-e", f"app_source_dir={release(workdir, version)}",
+            "-e", f"deploy_wheelhouse={str(mode == 'wheelhouse').lower()}", callback="ansible.posix.json")
+        seen = {answers(f"http://{hosts.addresses[lb]}/")["version"] for _ in range(6)}
+        if seen != {version}:
+            raise RuntimeError(f"after the {mode} deploy to {size} hosts the load balancer answered {seen}")
+        runs[mode].append((wall, cpu))
+        row[f"deploy_{mode}_slowest"] = slowest_tasks(result.stdout)
+        row[f"deploy_{mode}_turns"] = turn_summary(turns(result.stdout, "Switch the hosts, one batch at a time"))
+    for mode, found in runs.items():
+        row[f"deploy_{mode}_s"] = round(sum(wall for wall, _ in found) / len(found), 1)
+        row[f"deploy_{mode}_cpu_s"] = round(sum(cpu for _, cpu in found) / len(found), 1)
+        row[f"deploy_{mode}_runs_s"] = [wall for wall, _ in found]
+
+
 def fleet(hosts, ansible, results, workdir, sizes):
     """For each size: a load balancer and N fresh app servers; site.yml
     fresh and again (no-op), deploy.yml of a new release from the index
@@ -540,18 +568,7 @@ def fleet(hosts, ansible, results, workdir, sizes):
         if noop.get("changed", 0) != 0:
             raise RuntimeError(f"the no-op site.yml through Mitogen on {size} hosts changed something: {noop}")
         answers(f"http://{hosts.addresses[lb]}/")
-        for version, mode in (("2.0.0", "index"), ("3.0.0", "wheelhouse")):
-            log(f"fleet of {size}: deploy {version}, {mode}, cold caches")
-            cold_caches(apps)
-            wall, cpu, result, _ = timed(
-                ansible, inventory, "playbooks/deploy.yml", "-e", f"app_source_dir={release(workdir, version)}",
-                "-e", f"deploy_wheelhouse={str(mode == 'wheelhouse').lower()}", callback="ansible.posix.json")
-            seen = {answers(f"http://{hosts.addresses[lb]}/")["version"] for _ in range(6)}
-            if seen != {version}:
-                raise RuntimeError(f"after the {mode} deploy to {size} hosts the load balancer answered {seen}")
-            row[f"deploy_{mode}_s"], row[f"deploy_{mode}_cpu_s"] = wall, cpu
-            row[f"deploy_{mode}_slowest"] = slowest_tasks(result.stdout)
-            row[f"deploy_{mode}_turns"] = turn_summary(turns(result.stdout, "Switch the hosts, one batch at a time"))
+        deploy_pairs(hosts, ansible, inventory, workdir, size, apps, lb, row)
         log(f"fleet of {size}: rolling restart under load")
         stop = workdir / f"stop-load-{size}"
         load = subprocess.Popen(
@@ -673,8 +690,10 @@ def table(results):
                 add((f"{n} hosts: Ansible's floor for that shape", f"{row['floor_s']} s",
                      f"runs {' / '.join(str(wall) for wall in row['floor_runs_s'])}, CPU {row['floor_cpu_s']} s"))
             add((f"{n} hosts: no-op through Mitogen", f"{row['noop_mitogen_s']} s", f"CPU {row['noop_mitogen_cpu_s']} s"))
+            runs = "".join(f", {mode} runs {' / '.join(str(wall) for wall in row[f'deploy_{mode}_runs_s'])} s"
+                           for mode in ("index", "wheelhouse") if len(row.get(f"deploy_{mode}_runs_s", [])) > 1)
             add((f"{n} hosts: deploy index / wheelhouse", f"{row['deploy_index_s']} / {row['deploy_wheelhouse_s']} s",
-                 f"CPU {row['deploy_index_cpu_s']} / {row['deploy_wheelhouse_cpu_s']} s"))
+                 f"CPU {row['deploy_index_cpu_s']} / {row['deploy_wheelhouse_cpu_s']} s{runs}"))
             turn = row["rolling_turns"]
             detail = (f"{row['rolling_requests']} requests, {row['rolling_failed']} failed; turn median "
                       f"{turn.get('median_s')} s, longest {turn.get('longest_s')} s {turn.get('longest_parts', {})}")
