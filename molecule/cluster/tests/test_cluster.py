@@ -189,7 +189,7 @@ def test_deploy_under_load_switches_every_host_and_locks_out_a_second_one(host, 
     before = lives(apps)
     hooks = prestart_runs(apps)
     # The hosts that do not build cannot reach the package index at all:
-    # they install the bundle's wheels offline.
+    # they unpack the venv the build host installed.
     for name in APPS[1:]:
         apps[name].check_output("cp /etc/hosts /etc/hosts.test && echo '127.0.0.9 pypi.org files.pythonhosted.org' >> /etc/hosts")
     args = ["-e", f"app_source_dir={releases['2.0.0']}"]

@@ -161,8 +161,8 @@ def test_pyproject_without_a_lock_is_resolved_at_build_and_says_so(host, tmp_pat
 
 
 def test_deploy_bundle_carries_the_locked_set_and_private_files_stay_private(host, tmp_path):
-    """deploy.yml's wheelhouse: the same locked versions and the project,
-    installed from the bundle's wheels, not from the index; a file the
+    """deploy.yml's bundle: the same locked versions and the project, in
+    the venv the build host installed, not from the index; a file the
     source keeps private (0600) arrives readable by the app alone."""
     tree = copy_of_the_app(tmp_path)
     before = live_release(host)
@@ -175,6 +175,9 @@ def test_deploy_bundle_carries_the_locked_set_and_private_files_stay_private(hos
     release = live_release(host)
     assert release != before
     assert "installed=bundle" in host.check_output(f"cat {release}/.release")
+    # The venv was built elsewhere; its scripts run from this release.
+    assert host.run(f"grep -rlI /var/cache/asgi-build {release}/venv/bin {release}/venv/pyvenv.cfg").rc == 1
+    assert "gunicorn" in host.check_output(f"{release}/venv/bin/gunicorn --version 2>&1")
     host_python = host.check_output(f"{CURRENT}/venv/bin/python -c 'import platform; print(platform.python_version())'")
     locked = locked_runtime_set(host_python)
     have = installed(host)

@@ -183,7 +183,7 @@ def test_a_pylock_toml_is_installed_by_uv_and_shipped_in_the_bundle(host, tmp_pa
     """A team that locks with PEP 751: the pylock.toml wins over the
     requirements file beside it (anyio 4.12.0 there, 4.16.0 in
     requirements.txt); uv installs what it lists (site.yml), and
-    deploy.yml's bundle carries the same set, installed offline."""
+    deploy.yml's bundle carries the same set, installed once."""
     tree = tmp_path / "storefront"
     shutil.copytree(STOREFRONT, tree)
     shutil.copy(PYLOCK, tree / "pylock.toml")
@@ -266,7 +266,7 @@ def test_a_build_step_that_fails_stops_the_release_before_it_goes_live(host):
 
 
 def test_the_bundle_ships_the_build_output_to_every_host(host, tmp_path):
-    """deploy.yml with the wheelhouse: collectstatic ran once on the build
+    """deploy.yml with the bundle: collectstatic ran once on the build
     host and its output is in the bundle the hosts unpack."""
     tree = tmp_path / "journal"
     shutil.copytree(JOURNAL, tree)
@@ -274,9 +274,10 @@ def test_the_bundle_ships_the_build_output_to_every_host(host, tmp_path):
     assert_ran(playbook(DEPLOY, "--limit", "blog", "-e", f"app_source_dir={tree}"))
     release = host.check_output("readlink -e /srv/blog/current")
     assert "installed=bundle" in host.check_output(f"cat {release}/.release")
-    with tarfile.open(PROJECT / ".cache" / "bundles" / f"blog-{Path(release).name}.tar.gz") as bundle:
+    with tarfile.open(PROJECT / ".cache" / "bundles" / f"blog-{Path(release).name}.venv.tar.gz") as bundle:
         names = bundle.getnames()
     assert "app/staticfiles/journal/site.css" in names and "app/staticfiles/built-by.txt" in names
+    assert "venv/pyvenv.cfg" in names and not any(name.startswith("wheels/") for name in names)
     assert http_get(host, "/health", vhost=vhost("blog"))["json"]["version"] == "1.1.0"
     assert http_get(host, "/static/journal/site.css", vhost=vhost("blog"))["status"] == 200
 

@@ -4,8 +4,11 @@ Run by the host's python3 as root (the app role's build.yml and
 bundle.yml), in a release directory holding the code in app/ and the venv
 in venv/:
 
-  release_deps.py install RELEASE [options]   install into RELEASE/venv
-  release_deps.py wheels RELEASE [options]    build RELEASE/wheels (bundles)
+  release_deps.py install RELEASE [options]   RELEASE/venv, made when
+                                              missing, installed; app/
+                                              compiled to bytecode
+  release_deps.py pack RELEASE --to DIR --archive FILE
+                                              a bundle of RELEASE for DIR
 
 Where the dependencies come from (--source, "auto" detects in this order):
   uv-lock       uv.lock with pyproject.toml: exactly the locked versions of
@@ -21,8 +24,10 @@ Where the dependencies come from (--source, "auto" detects in this order):
 The server stack (--server) is installed beside them, except a package the
 app pins itself: the app's pin wins, and the output says so. Afterwards
 every pin of the app must be installed at its version, or the run fails
-naming both versions. A bundle's wheels (made by `wheels`, with the plan in
-RELEASE/deps) install offline and without resolving (`install --offline`).
+naming both versions. A bundle is a release built and installed this way
+once, on one host, in a build directory: `pack` rewrites the paths its
+venv's scripts carry (shebangs, activate) to the release directory every
+host unpacks it into, and packs it.
 
 Each failure is one line on stderr that says what to do, and exit code 2.
 """
@@ -300,64 +305,38 @@ def plan(release, args, python_version):
     return result
 
 
-def installer(args, release, offline):
-    venv_python = str(release / "venv" / "bin" / "python")
-    if args.uv:
-        base = [
-            args.uv,
-            "pip",
-            "install",
-            "--quiet",
-            "--compile-bytecode",
-            "--python",
-            venv_python,
-        ]
-    else:
-        base = [
-            str(release / "venv" / "bin" / "pip"),
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--compile",
-        ]
-    if offline:
-        base += (["--offline"] if args.uv else []) + [
-            "--no-index",
-            "--find-links",
-            str(release / "wheels"),
-        ]
-    return base
-
-
 def install(release, args):
+    """The release's venv (made first when missing), its dependencies and
+    the server stack, the pins checked, then the app's own bytecode: the
+    code is read-only for the app, so compiled now rather than never."""
     app = release / "app"
-    python_version = run(
-        [
-            str(release / "venv" / "bin" / "python"),
-            "-c",
-            "import platform; print(platform.python_version())",
-        ]
-    ).strip()
-    if args.offline:
-        # A bundle: the plan came with it; its wheels are the whole set.
-        the_plan = json.loads(
-            (release / "deps" / "plan.json").read_text(encoding="utf-8")
+    venv_python = str(release / "venv" / "bin" / "python")
+    if not Path(venv_python).exists():
+        venv = str(release / "venv")
+        run(
+            [args.uv, "venv", "--quiet", "--python", args.python, venv]
+            if args.uv
+            else [args.python, "-m", "venv", venv]
         )
-        wheels = sorted(str(path) for path in (release / "wheels").glob("*.whl"))
-        if not wheels:
-            raise Refused(f"the bundle has no wheels in {release}/wheels")
-        run(installer(args, release, True) + ["--no-deps"] + wheels)
+    python_version = run(
+        [venv_python, "-c", "import platform; print(platform.python_version())"]
+    ).strip()
+    the_plan = plan(release, args, python_version)
+    if args.uv:
+        base = [args.uv, "pip", "install", "--quiet", "--compile-bytecode"]
+        base += ["--python", venv_python]
     else:
-        the_plan = plan(release, args, python_version)
-        base = installer(args, release, False)
-        # uv checks the hashes a requirements file gives and resolves it
-        # with the server stack; pip's hash-checking mode wants a hash for
-        # every requirement of a command, so the file goes alone first.
-        for arguments in steps(
-            the_plan, args, app, release / "deps", joint_requirements=bool(args.uv)
-        ):
-            run(base + arguments)
+        base = [str(release / "venv" / "bin" / "pip"), "install", "--quiet"]
+        base += ["--disable-pip-version-check", "--compile"]
+    # uv checks the hashes a requirements file gives and resolves it
+    # with the server stack; pip's hash-checking mode wants a hash for
+    # every requirement of a command, so the file goes alone first.
+    for arguments in steps(
+        the_plan, args, app, release / "deps", joint_requirements=bool(args.uv)
+    ):
+        run(base + arguments)
     check_pins(release, the_plan)
+    run([venv_python, "-m", "compileall", "-q", str(app)])
     print("dependencies: " + "; ".join([the_plan["source"]] + the_plan["notes"]))
 
 
@@ -384,7 +363,7 @@ def check_pins(release, the_plan):
 
 
 def steps(the_plan, args, app, deps, joint_requirements):
-    """The arguments of each install (or wheel-building) command, in order:
+    """The arguments of each install command, in order:
     the app's own set, then the server stack (with a package spec or a
     lock-less project) constrained to the app's pins, then the project
     itself from its lock."""
@@ -421,105 +400,46 @@ def steps(the_plan, args, app, deps, joint_requirements):
     return commands
 
 
-MARKERS = """
-import json, sys
-from pip._vendor.packaging.markers import Marker
-markers, extras, groups = json.loads(sys.argv[1])
-def applies(text):
-    if not text:
-        return True
-    marker = Marker(text)
-    try:
-        return marker.evaluate({"extras": set(extras), "dependency_groups": set(groups)}, context="lock_file")
-    except TypeError:
-        return marker.evaluate()
-print(json.dumps([applies(text) for text in markers]))
-"""
-
-
-def pylock_wheel_plan(release, args, the_plan):
-    """pip builds the wheels of a pylock.toml (it does not read the file):
-    the entries whose markers hold on this host (evaluated by pip's own
-    packaging, with the lock's extras and groups) become deps/locked.txt,
-    each pinned with the lock's hashes; an entry from a directory (the
-    project) becomes a wheel of its own."""
-    app = release / "app"
-    lock = read_pylock(app)
-    packages = lock.get("packages", [])
-    groups = args.group or lock.get("default-groups", [])
-    evaluated = run(
-        [
-            str(Path(args.pip).with_name("python")),
-            "-c",
-            MARKERS,
-            json.dumps(
-                [[entry.get("marker", "") for entry in packages], args.extra, groups]
-            ),
-        ]
-    )
-    lines, directories = [], []
-    for entry, applies in zip(packages, json.loads(evaluated.splitlines()[-1])):
-        if not applies:
+def relocate(release, args):
+    """The venv was built in RELEASE and is unpacked into args.to on every
+    host: the paths its scripts carry (entry points' shebangs, including
+    the long-path form that execs from /bin/sh, and the activate scripts)
+    and pyvenv.cfg are rewritten to the destination. Only text that
+    names the build's venv changes; binaries and symlinks are left alone."""
+    if args.to is None:
+        raise Refused("relocate needs --to, the release directory the venv goes to")
+    venv = release / "venv"
+    old = str(venv).encode()
+    new = str(args.to / "venv").encode()
+    changed = 0
+    for path in sorted((venv / "bin").iterdir()) + [venv / "pyvenv.cfg"]:
+        if path.is_symlink() or not path.is_file():
             continue
-        if "directory" in entry:
-            directories.append(str((app / entry["directory"]["path"]).resolve()))
+        content = path.read_bytes()
+        if b"\0" in content[:8192] or old not in content:
             continue
-        if "version" not in entry or not ("wheels" in entry or "sdist" in entry):
-            raise Refused(
-                f"pylock.toml's entry {entry.get('name')} does not come from a package index (a VCS or archive"
-                " source): a wheelhouse bundle builds index packages and directories; deploy it with"
-                " deploy_wheelhouse: false"
-            )
-        files = entry.get("wheels", []) + ([entry["sdist"]] if "sdist" in entry else [])
-        hashes = sorted(
-            {
-                f"{algorithm}:{value}"
-                for file in files
-                for algorithm, value in file.get("hashes", {}).items()
-            }
-        )
-        lines.append(
-            " ".join(
-                [f"{entry['name']}=={entry['version']}"]
-                + [f"--hash={h}" for h in hashes]
-            )
-        )
-    (release / "deps" / "locked.txt").write_text(
-        "".join(line + "\n" for line in lines), encoding="utf-8"
+        path.write_bytes(content.replace(old, new))
+        changed += 1
+    print(f"relocated: {changed} files of {venv} now name {args.to / 'venv'}")
+
+
+def pack(release, args):
+    """A bundle: the venv relocated to args.to, then the code, the venv
+    and the install plan in one archive. gzip -1: 0.7 s against 1.8 s for
+    the default level on the sample app's 42 MB, for 14.4 MB against 12.7
+    MB to send."""
+    if args.archive is None:
+        raise Refused("pack needs --archive, the file to write")
+    relocate(release, args)
+    run(
+        ["tar", "-C", str(release), "-I", "gzip -1", "-cf", str(args.archive)]
+        + ["app", "venv", "deps"]
     )
-    the_plan["directories"] = directories
-
-
-def wheels(release, args):
-    python_version = run(
-        [args.python, "-c", "import platform; print(platform.python_version())"]
-    ).strip()
-    the_plan = plan(release, args, python_version)
-    if the_plan["source"] == "pyproject" and not the_plan["project"]:
-        raise Refused(
-            "a pyproject.toml that is not a package (no build-system) needs uv.lock or a "
-            "requirements file for a wheelhouse bundle; or deploy with deploy_wheelhouse: false"
-        )
-    if the_plan["source"] == "pylock":
-        pylock_wheel_plan(release, args, the_plan)
-    base = [
-        args.pip,
-        "wheel",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--wheel-dir",
-        str(release / "wheels"),
-    ]
-    for arguments in steps(
-        the_plan, args, release / "app", release / "deps", joint_requirements=False
-    ):
-        run(base + arguments)
-    print("dependencies: " + "; ".join([the_plan["source"]] + the_plan["notes"]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["install", "wheels"])
+    parser.add_argument("mode", choices=["install", "pack"])
     parser.add_argument("release", type=Path)
     parser.add_argument(
         "--source",
@@ -543,15 +463,17 @@ def main():
     parser.add_argument("--server", action="append", default=[])
     parser.add_argument("--package-spec", default="")
     parser.add_argument("--uv", default="", help="uv's path; pip when empty")
-    parser.add_argument("--pip", default="", help="the pip that builds wheels")
     parser.add_argument(
-        "--python", default=sys.executable, help="the interpreter the wheels are for"
+        "--python", default=sys.executable, help="the interpreter of a new venv"
     )
-    parser.add_argument("--offline", action="store_true")
+    parser.add_argument(
+        "--to", type=Path, help="pack: the release directory the venv is unpacked into"
+    )
+    parser.add_argument("--archive", type=Path, help="pack: the bundle to write")
     args = parser.parse_args()
     os.umask(0o022)
     try:
-        (install if args.mode == "install" else wheels)(args.release, args)
+        (install if args.mode == "install" else pack)(args.release, args)
     except Refused as refused:
         print(f"error: {refused}", file=sys.stderr)
         sys.exit(2)
