@@ -91,6 +91,10 @@ def last_log_entry(app):
     return json.loads(app.check_output(f"tail -n 1 {DEPLOY_LOG}"))
 
 
+def log_lines(app):
+    return int(app.check_output(f"if [ -e {DEPLOY_LOG} ]; then wc -l < {DEPLOY_LOG}; else echo 0; fi"))
+
+
 def masters(apps):
     return {name: main_pid(app, "hello.service") for name, app in apps.items()}
 
@@ -165,6 +169,7 @@ def test_a_settings_change_rolls_through_the_load_balancer(host, apps, greeting,
     deploy_serial at a time, and the load through the load balancer loses
     nothing; then back to the inventory's settings, two hosts at a time."""
     before = masters(apps)
+    logged = {name: log_lines(app) for name, app in apps.items()}
     settings = {"app_env": {"HELLO_GREETING": greeting}, "deploy_serial": serial}
     load, run = load_while(host, lambda: converge("-e", json.dumps(settings)), vhost=VHOST)
     assert_ran(run)
@@ -174,8 +179,15 @@ def test_a_settings_change_rolls_through_the_load_balancer(host, apps, greeting,
     after = masters(apps)
     assert all(after[name] != before[name] for name in APPS), (before, after)
     assert greetings(apps) == dict.fromkeys(APPS, greeting)
-    for app in apps.values():
+    for name, app in apps.items():
         assert last_log_entry(app)["outcome"] == "restarted"
+        # One line more per host: the log is appended to, never rewritten,
+        # and only root and the adm group read it.
+        assert log_lines(app) == logged[name] + 1
+        log_dir = app.file(DEPLOY_LOG.rsplit("/", 1)[0])
+        assert (log_dir.user, log_dir.group, log_dir.mode) == ("root", "adm", 0o750)
+        log = app.file(DEPLOY_LOG)
+        assert (log.user, log.group, log.mode) == ("root", "adm", 0o640)
     assert not apps["asgi-app1"].file(LOCK).exists
     assert_all_in_service(host)
 
