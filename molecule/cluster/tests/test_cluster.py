@@ -8,6 +8,7 @@ previous one; a second deploy is locked out while one runs.
 """
 
 import json
+import shlex
 import shutil
 import time
 
@@ -263,6 +264,28 @@ def test_rolling_restart_under_load_restarts_every_host(host, apps):
     for app in apps.values():
         assert last_log_entry(app)["outcome"] == "restarted"
     assert_all_in_service(host)
+
+
+def test_a_stale_lock_stops_a_run_until_it_is_broken(apps):
+    """A lock left by an interrupted run stops the next run before any
+    change, naming its holder; with app_break_lock the run removes it,
+    goes on and releases its own lock."""
+    app = apps["asgi-app1"]
+    note = {"id": "20260101T000000Z-stale1", "by": "ops@old-laptop", "action": "deploy", "since": "2026-01-01T00:00:00Z"}
+    app.check_output(f"mkdir -p {LOCK} && printf '%s' {shlex.quote(json.dumps(note))} > {LOCK}/owner")
+    before = main_pid(app, "hello.service")
+    locked = playbook(ROLLING_RESTART, "--limit", "asgi-app1")
+    said = locked.stdout + locked.stderr
+    assert locked.returncode != 0
+    for part in ("hello is locked: another deploy", "20260101T000000Z-stale1", "ops@old-laptop", "app_break_lock=true"):
+        assert part in said, said[-3000:]
+    assert recap(locked.stdout).get("changed", 0) == 0, locked.stdout[-3000:]
+    assert main_pid(app, "hello.service") == before
+    broken = playbook(ROLLING_RESTART, "--limit", "asgi-app1", "-e", "app_break_lock=true")
+    assert broken.returncode == 0, broken.stdout[-3000:]
+    assert main_pid(app, "hello.service") != before
+    assert last_log_entry(app)["outcome"] == "restarted"
+    assert not app.file(LOCK).exists
 
 
 def test_rollback_under_load_goes_back_to_the_previous_release(host, apps):
