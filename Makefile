@@ -20,7 +20,7 @@ SCENARIOS  := default default@debian13 tls managers multi-app cluster
 # preinstalled) for the scenarios that do not show the first install.
 TEST_DISTROS = debian12 debian13
 
-APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl openssh-client
+APT_PACKAGES := podman runc aardvark-dns debootstrap python3-venv curl openssh-client zstd
 BENCH_APT_PACKAGES := wrk
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -401,7 +401,7 @@ def cold_caches(apps):
     bundle built, not reused from an earlier deploy of the same release."""
     for host in apps:
         in_host(host, "rm -rf /var/cache/asgi-uv/* /root/.cache/pip /var/cache/asgi-build/hello")
-    for kept in controller_bundles().glob(f"{COMMON['app_name']}-*.tar.gz"):
+    for kept in controller_bundles().glob(f"{COMMON['app_name']}-*.tar.*"):
         kept.unlink()
 
 

@@ -36,7 +36,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Debian's packages of the warm image: what the roles install for an app
 # under systemd (python, nginx, certbot) and the test tooling of the tls
 # scenario (pebble, testssl.sh, curl).
-WARM_PACKAGES="python3-venv python3-pip nginx openssl certbot curl pebble python3-cryptography testssl.sh"
+WARM_PACKAGES="python3-venv python3-pip zstd nginx openssl certbot curl pebble python3-cryptography testssl.sh"
 
 current() {  # current IMAGE REVISION: the image exists at that revision
   podman image exists "$1" &&

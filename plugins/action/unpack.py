@@ -34,7 +34,7 @@ class ActionModule(ActionBase):
             archive = self._connection._shell.join_path(self._connection._shell.tmpdir, os.path.basename(src))
             self._transfer_file(src, archive)
             self._fixup_perms2((self._connection._shell.tmpdir, archive))
-            # GNU tar: gzip or not is read from the file; as root, owners
+            # GNU tar: the compression (gzip, zstd) is read from the file; as root, owners
             # and modes are kept as packed. dest must exist.
             done = self._low_level_execute_command(
                 f"tar -x -f {shlex.quote(archive)} -C {shlex.quote(dest)}", sudoable=True

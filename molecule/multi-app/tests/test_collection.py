@@ -146,5 +146,5 @@ def test_a_deploy_by_full_name_keeps_its_bundle_outside_the_collection(project, 
     assert http_get(host, "/", vhost="ledger.test")["status"] == 200
     # The bundle is in the team's cache directory; the installed collection
     # is exactly as installed (no bundle, no cache, no file changed).
-    assert list((project["root"] / "cache" / "asgi-provisioner" / "bundles").glob("ledger-*.tar.gz"))
+    assert list((project["root"] / "cache" / "asgi-provisioner" / "bundles").glob("ledger-*.venv.tar.zst"))
     assert tree(project["collection"]) == provisioned["collection_before"]
